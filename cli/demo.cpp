@@ -1,0 +1,124 @@
+#include "demo.hpp"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <mutex>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "strand/strand.hpp"
+
+namespace strand::cli {
+namespace {
+
+// The seed's long_blocking_function: a range of total_size numbers, handed out in chunks as they
+// are made, so on_iter can work on the first chunk while the rest is still being produced.
+Generator<std::vector<long>> long_blocking_function(long total_size, long chunk_size) {
+  if (total_size < chunk_size) total_size = chunk_size;
+  for (long start = 0; start + chunk_size <= total_size; start += chunk_size) {
+    std::vector<long> chunk(static_cast<std::size_t>(chunk_size));
+    std::iota(chunk.begin(), chunk.end(), start);
+    co_yield chunk;
+  }
+}
+
+// A pool task with a little real work: the number of primes below n.
+int count_primes(int n) {
+  int count = 0;
+  for (int i = 2; i < n; ++i) {
+    bool prime = true;
+    for (int d = 2; d * d <= i; ++d) {
+      if (i % d == 0) {
+        prime = false;
+        break;
+      }
+    }
+    count += prime ? 1 : 0;
+  }
+  return count;
+}
+
+void draw_progress(std::ostream& out, std::size_t done, std::size_t total, bool live) {
+  constexpr std::size_t kWidth = 40;
+  const std::size_t filled = total == 0 ? kWidth : done * kWidth / total;
+  if (!live && done != total && done % (total / 4 == 0 ? 1 : total / 4) != 0) return;
+  out << (live ? "\r" : "") << "  [" << std::string(filled, '#') << std::string(kWidth - filled, '.')
+      << "] " << done << "/" << total << " tasks done" << (live ? "" : "\n") << std::flush;
+}
+
+}  // namespace
+
+int run_demo(const DemoOptions& options, std::ostream& out) {
+  using namespace std::chrono;
+  const bool live = &out == &std::cout && isatty(STDOUT_FILENO) == 1;
+
+  out << "== 1. ThreadTaskrunner + on_iter: the seed's basic usage ==\n";
+  out << "long_blocking_function(" << options.total << ", " << options.chunk
+      << ") runs in a thread; each chunk reaches on_iter as soon as it is made:\n";
+  long items = 0;
+  long sum = 0;
+  std::mutex out_mutex;  // on_iter prints from the task's thread while this one prints too
+  auto handle_chunk = [&](const std::vector<long>& chunk) {
+    std::lock_guard lock(out_mutex);
+    items += static_cast<long>(chunk.size());
+    sum += std::accumulate(chunk.begin(), chunk.end(), 0L);
+    out << "  got a chunk: " << chunk.front() << " .. " << chunk.back() << " (" << chunk.size()
+        << " items)\n";
+  };
+  auto runner = ThreadTaskrunner(long_blocking_function, on_iter(handle_chunk));
+  Handle<void> chunks = runner(options.total, options.chunk);
+  {
+    std::lock_guard lock(out_mutex);
+    out << "  (the call returned at once; status right after: " << chunks.status() << ")\n";
+  }
+  chunks.get();
+  out << "  done: status " << chunks.status() << ", " << items << " items, sum " << sum << "\n\n";
+
+  out << "== 2. A batch of " << options.tasks << " pool tasks on " << default_pool().size()
+      << " workers, watched as they complete ==\n";
+  auto primes = as_task(strand::pool, count_primes);
+  const auto start = steady_clock::now();
+  std::vector<Handle<int>> batch;
+  batch.reserve(static_cast<std::size_t>(options.tasks));
+  for (int i = 0; i < options.tasks; ++i) batch.push_back(primes(20'000 + 100 * i));
+  std::size_t done = 0;
+  long total_primes = 0;
+  for (const Handle<int>& h : as_completed(batch)) {
+    total_primes += h.get();
+    draw_progress(out, ++done, batch.size(), live);
+  }
+  if (live) out << "\n";
+  const auto ms = duration_cast<milliseconds>(steady_clock::now() - start).count();
+  out << "  " << total_primes << " primes counted in " << ms << " ms\n\n";
+
+  out << "== 3. One handle, every outcome ==\n";
+  auto failing = as_task("thread", [](int x) -> int {
+    if (x < 0) throw std::invalid_argument("x must be positive");
+    return x * x;
+  });
+  Handle<int> bad = failing(-5);
+  try {
+    bad.get();
+  } catch (const std::invalid_argument& e) {
+    out << "  get() rethrew std::invalid_argument: " << e.what() << " (status " << bad.status()
+        << ")\n";
+  }
+  Handle<int> slow = default_pool().submit([](std::stop_token stop) {
+    while (!stop.stop_requested()) std::this_thread::sleep_for(milliseconds(1));
+    return 0;
+  });
+  try {
+    slow.get(milliseconds(20));
+  } catch (const Timeout& e) {
+    out << "  get(20ms) on a slow task: " << e.what() << "\n";
+  }
+  out << "  cancel() -> " << std::boolalpha << slow.cancel() << ", status " << slow.status()
+      << "\n";
+  return 0;
+}
+
+}  // namespace strand::cli

@@ -1,0 +1,70 @@
+// strand/callbacks.hpp — the options a runner takes after its function, by type:
+//
+//   strand::on_iter(f)   called with each element, as produced, when the function returns a range
+//                        or a strand::Generator; the handle is then a Handle<void>
+//   strand::on_end(f)    called with the function's result (or with nothing for void / on_iter)
+//   strand::on_error(f)  called with the exception (as std::exception_ptr or const std::exception&)
+//   strand::use_pool(p)  run pool tasks on `p` instead of strand::default_pool()
+//
+// Callbacks run on the thread that ran the function, before the handle completes, so a waiter that
+// wakes sees their effects. An exception thrown by on_iter or on_end fails the task like one thrown
+// by the function. on_error observes a failure; the handle still reads failed and get() rethrows.
+#pragma once
+
+#include <type_traits>
+#include <utility>
+
+namespace strand {
+
+class ThreadPool;
+
+template <class F>
+struct OnIter {
+  F f;
+};
+template <class F>
+struct OnEnd {
+  F f;
+};
+template <class F>
+struct OnError {
+  F f;
+};
+struct UsePool {
+  ThreadPool* pool;
+};
+
+template <class F>
+[[nodiscard]] OnIter<std::decay_t<F>> on_iter(F&& f) {
+  return {std::forward<F>(f)};
+}
+template <class F>
+[[nodiscard]] OnEnd<std::decay_t<F>> on_end(F&& f) {
+  return {std::forward<F>(f)};
+}
+template <class F>
+[[nodiscard]] OnError<std::decay_t<F>> on_error(F&& f) {
+  return {std::forward<F>(f)};
+}
+[[nodiscard]] inline UsePool use_pool(ThreadPool& pool) noexcept { return {&pool}; }
+
+// No callback of that kind was given.
+struct NoCallback {};
+
+namespace detail {
+
+template <class T>
+struct is_option : std::false_type {};
+template <class F>
+struct is_option<OnIter<F>> : std::true_type {};
+template <class F>
+struct is_option<OnEnd<F>> : std::true_type {};
+template <class F>
+struct is_option<OnError<F>> : std::true_type {};
+template <>
+struct is_option<UsePool> : std::true_type {};
+template <class T>
+inline constexpr bool is_option_v = is_option<std::remove_cvref_t<T>>::value;
+
+}  // namespace detail
+}  // namespace strand

@@ -1,0 +1,89 @@
+// What a pool queue holds: a type-erased unit of work that frees itself.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <stop_token>
+#include <type_traits>
+#include <utility>
+
+#include "strand/detail/state.hpp"
+#include "strand/errors.hpp"
+
+namespace strand::detail {
+
+class PoolCore;
+
+class Job {
+ public:
+  // Executes, then frees the job. `pool_stop` is requested when the pool shuts down cancelling.
+  virtual void run(const std::stop_token& pool_stop) noexcept = 0;
+  // Never executed (the pool is shutting down and cancelling): frees the job.
+  virtual void discard() noexcept = 0;
+
+ protected:
+  ~Job() = default;
+};
+
+// Pushes `job` to `pool`. False (and the job untouched) if the pool no longer accepts work.
+bool pool_push(PoolCore& pool, Job* job) noexcept;
+[[nodiscard]] const std::string& pool_name(const PoolCore& pool) noexcept;
+
+// A task with a handle: the job and the handle's state in one allocation. `Body` is called as
+// `body(state, stop_token)` and must complete the state.
+template <class T, class Body>
+class StatefulJob final : public State<T>, public Job {
+ public:
+  explicit StatefulJob(Body body, bool stoppable)
+      : State<T>(Status::queued, /*refs: handle + queue*/ 2), body_(std::move(body)) {
+    if (stoppable) this->enable_stop();
+  }
+
+  void run(const std::stop_token& pool_stop) noexcept override {
+    if (this->try_start()) {
+      if (this->stop_token().stop_possible()) {
+        // A cancelling shutdown of the pool cancels this task too.
+        std::stop_callback link(pool_stop, [this]() noexcept { this->cancel(); });
+        (*body_)(static_cast<State<T>&>(*this), this->stop_token());
+      } else {
+        (*body_)(static_cast<State<T>&>(*this), std::stop_token());
+      }
+    }
+    body_.reset();  // free what the function captured now, not when the last handle goes
+    this->release();
+  }
+  void discard() noexcept override {
+    this->cancel();
+    body_.reset();
+    this->release();
+  }
+
+ private:
+  void destroy() noexcept override { delete this; }
+  std::optional<Body> body_;
+};
+
+// Fire-and-forget: an exception goes to strand's error reporter.
+template <class F>
+class DetachedJob final : public Job {
+ public:
+  explicit DetachedJob(F f) : f_(std::move(f)) {}
+  void run(const std::stop_token& pool_stop) noexcept override {
+    try {
+      if constexpr (std::is_invocable_v<F&, std::stop_token>) {
+        f_(pool_stop);
+      } else {
+        f_();
+      }
+    } catch (...) {
+      report_error("strand: a posted pool job threw", std::current_exception());
+    }
+    delete this;
+  }
+  void discard() noexcept override { delete this; }
+
+ private:
+  F f_;
+};
+
+}  // namespace strand::detail

@@ -1,0 +1,85 @@
+// The inside of a ThreadPool: worker deques, per-thread submission slots, sleeping and helping.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "strand/detail/help.hpp"
+#include "strand/detail/job.hpp"
+#include "strand/thread_pool.hpp"
+#include "work_stealing_deque.hpp"
+
+namespace strand::detail {
+
+class PoolCore : public std::enable_shared_from_this<PoolCore> {
+ public:
+  PoolCore(std::size_t threads, std::string name);
+  ~PoolCore();
+
+  void start();
+  bool push(Job* job) noexcept;
+  void shutdown(ShutdownMode mode);
+  // Runs this pool's jobs on the calling thread until `w` is done or the deadline passes.
+  void help(const HelpWaitable& w, std::optional<std::chrono::steady_clock::time_point> deadline);
+
+  [[nodiscard]] bool is_current_worker() const noexcept;
+  [[nodiscard]] std::size_t size() const noexcept { return deques_.size(); }
+  [[nodiscard]] bool accepting() const noexcept { return accepting_.load(); }
+  [[nodiscard]] const std::string& name() const noexcept { return name_; }
+
+ private:
+  // A deque for a thread outside the pool that submits to it: pushing stays contention-free.
+  struct ExternalSlot {
+    std::atomic<bool> owned{false};
+    WorkStealingDeque deque;
+  };
+  static constexpr std::size_t kExternalSlots = 32;
+
+  friend struct ExternalContext;
+
+  void worker_main(std::size_t index);
+  Job* find_job(WorkStealingDeque* own) noexcept;
+  Job* steal(const WorkStealingDeque* own) noexcept;
+  Job* spin_for_job(WorkStealingDeque* own) noexcept;
+  [[nodiscard]] bool has_work() const noexcept;
+  void execute(Job* job) noexcept;
+  void wake_for_new_work() noexcept;
+  WorkStealingDeque* external_deque() noexcept;
+  WorkStealingDeque* own_deque() const noexcept;
+
+  const std::string name_;
+  const std::uint64_t id_;
+  std::vector<std::unique_ptr<WorkStealingDeque>> deques_;
+  std::array<ExternalSlot, kExternalSlots> external_;
+  std::atomic<std::size_t> external_used_{0};  // slots [0, n) have ever been owned
+
+  std::mutex overflow_mutex_;  // when more than kExternalSlots outside threads submit at once
+  std::deque<Job*> overflow_;
+  std::atomic<std::size_t> overflow_count_{0};
+
+  std::atomic<bool> accepting_{true};
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> cancelling_{false};
+  std::atomic<std::uint32_t> submitting_{0};  // outside threads inside push()
+
+  std::atomic<std::uint32_t> epoch_{0};  // bumped to wake sleeping workers (a futex word)
+  std::atomic<std::uint32_t> sleepers_{0};
+
+  std::stop_source stop_;
+  const std::stop_token stop_token_ = stop_.get_token();
+
+  std::mutex shutdown_mutex_;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace strand::detail

@@ -1,0 +1,67 @@
+#include "strand/task_group.hpp"
+
+#include "strand/detail/futex.hpp"
+
+namespace strand {
+
+TaskGroup::~TaskGroup() {
+  try {
+    wait();
+  } catch (...) {
+    report_error("strand: a TaskGroup task threw and the group was destroyed without wait()",
+                 std::current_exception());
+  }
+}
+
+void TaskGroup::wait() {
+  if (!is_done()) detail::help_pool_until(pool_->core(), *this);
+  // help returns early only if the pool stopped under us; then sleep on the count itself.
+  std::uint32_t w = pending_.load(std::memory_order_acquire);
+  while ((w & kCount) != 0) {
+    if ((w & kWaiter) == 0) {
+      if (!pending_.compare_exchange_weak(w, w | kWaiter, std::memory_order_acq_rel,
+                                          std::memory_order_acquire)) {
+        continue;
+      }
+      w |= kWaiter;
+    }
+    detail::futex_wait(pending_, w);
+    w = pending_.load(std::memory_order_acquire);
+  }
+  pending_.fetch_and(kCount, std::memory_order_relaxed);  // nobody sleeps on it any more
+  std::exception_ptr error;
+  {
+    std::lock_guard lock(error_mutex_);
+    error = std::exchange(error_, nullptr);
+  }
+  cancelled_.store(false, std::memory_order_relaxed);
+  if (error) std::rethrow_exception(error);
+}
+
+void TaskGroup::finish_one() noexcept {
+  const std::uint32_t old = pending_.fetch_sub(1, std::memory_order_acq_rel);
+  if ((old & kCount) != 1) return;
+  // The group may be destroyed as soon as a waiter sees the count at zero; from here on only the
+  // address of pending_ is used (a futex wake on a dead address is harmless).
+  if ((old & kWaiter) != 0) detail::futex_wake_all(pending_);
+  if ((old & kHelper) != 0) detail::notify_helpers();
+}
+
+void TaskGroup::record(std::exception_ptr error) noexcept {
+  std::lock_guard lock(error_mutex_);
+  if (!error_) error_ = std::move(error);
+}
+
+bool TaskGroup::arm_helper_wake() const noexcept {
+  std::uint32_t w = pending_.load(std::memory_order_acquire);
+  for (;;) {
+    if ((w & kCount) == 0) return false;
+    if ((w & kHelper) != 0) return true;
+    if (pending_.compare_exchange_weak(w, w | kHelper, std::memory_order_acq_rel,
+                                       std::memory_order_acquire)) {
+      return true;
+    }
+  }
+}
+
+}  // namespace strand
