@@ -46,8 +46,9 @@ void draw_progress(std::ostream& out, std::size_t done, std::size_t total, bool 
   constexpr std::size_t kWidth = 40;
   const std::size_t filled = total == 0 ? kWidth : done * kWidth / total;
   if (!live && done != total && done % (total / 4 == 0 ? 1 : total / 4) != 0) return;
-  out << (live ? "\r" : "") << "  [" << std::string(filled, '#') << std::string(kWidth - filled, '.')
-      << "] " << done << "/" << total << " tasks done" << (live ? "" : "\n") << std::flush;
+  out << (live ? "\r" : "") << "  [" << std::string(filled, '#')
+      << std::string(kWidth - filled, '.') << "] " << done << "/" << total << " tasks done"
+      << (live ? "" : "\n") << std::flush;
 }
 
 }  // namespace

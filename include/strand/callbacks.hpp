@@ -46,7 +46,9 @@ template <class F>
 [[nodiscard]] OnError<std::decay_t<F>> on_error(F&& f) {
   return {std::forward<F>(f)};
 }
-[[nodiscard]] inline UsePool use_pool(ThreadPool& pool) noexcept { return {&pool}; }
+[[nodiscard]] inline UsePool use_pool(ThreadPool& pool) noexcept {
+  return {&pool};
+}
 
 // No callback of that kind was given.
 struct NoCallback {};

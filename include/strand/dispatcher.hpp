@@ -37,9 +37,9 @@ class Dispatcher {
  public:
   using Id = std::size_t;
   struct Options {
-    Target target = Target::pool;      // where each task runs
-    ThreadPool* pool = nullptr;        // for Target::pool; strand::default_pool() if null
-    std::size_t max_concurrency = 0;   // at most this many tasks running at once; 0: no limit
+    Target target = Target::pool;     // where each task runs
+    ThreadPool* pool = nullptr;       // for Target::pool; strand::default_pool() if null
+    std::size_t max_concurrency = 0;  // at most this many tasks running at once; 0: no limit
   };
 
   Dispatcher() : Dispatcher(Options{}) {}
@@ -62,8 +62,8 @@ class Dispatcher {
   // Starts every enqueued task and waits for all tasks. True if all finished (in time).
   bool run(std::optional<std::chrono::nanoseconds> timeout = std::nullopt) {
     core_->start_enqueued();
-    const auto deadline = timeout ? std::optional(std::chrono::steady_clock::now() + *timeout)
-                                  : std::nullopt;
+    const auto deadline =
+        timeout ? std::optional(std::chrono::steady_clock::now() + *timeout) : std::nullopt;
     for (const auto& h : handles()) {
       if (deadline) {
         if (!h.wait_until(*deadline)) return false;
@@ -75,9 +75,7 @@ class Dispatcher {
   }
 
   // The values of the tasks that completed, by id.
-  std::map<Id, R> results() const
-    requires(!std::is_void_v<R>)
-  {
+  std::map<Id, R> results() const requires(!std::is_void_v<R>) {
     std::map<Id, R> out;
     const auto hs = handles();
     for (Id id = 0; id < hs.size(); ++id) {
@@ -178,7 +176,11 @@ class Dispatcher {
       std::unique_lock lock(mutex_);
       const Id id = entries_.size();
       entries_.push_back(entry);
-      (start ? ready_ : enqueued_).push_back(entry);
+      if (start) {
+        ready_.push_back(entry);
+      } else {
+        enqueued_.push_back(entry);
+      }
       start_ready(lock);
       return id;
     }
@@ -203,7 +205,8 @@ class Dispatcher {
 
     Handle<R> handle(Id id) const {
       std::lock_guard lock(mutex_);
-      if (id >= entries_.size()) throw std::out_of_range("strand::Dispatcher: no task with that id");
+      if (id >= entries_.size())
+        throw std::out_of_range("strand::Dispatcher: no task with that id");
       return entries_[id]->promise.handle();
     }
     std::vector<Handle<R>> handles() const {

@@ -33,8 +33,8 @@ class Cancelled : public Error {
   explicit Cancelled(const std::string& what) : Error(what) {}
 };
 
-// A non-blocking read (`try_get` on a store handle, `get_result()` without a timeout) found the task
-// unfinished.
+// A non-blocking read (`try_get` on a store handle, `get_result()` without a timeout) found the
+// task unfinished.
 class NotReady : public Error {
  public:
   NotReady();

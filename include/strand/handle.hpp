@@ -97,7 +97,8 @@ class Handle {
   bool wait_until(std::chrono::time_point<Clock, Duration> deadline) const {
     const auto& s = checked();
     if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
-      return s.wait_until(std::chrono::time_point_cast<std::chrono::steady_clock::duration>(deadline));
+      return s.wait_until(
+          std::chrono::time_point_cast<std::chrono::steady_clock::duration>(deadline));
     } else {
       return s.wait_until(std::chrono::steady_clock::now() +
                           std::chrono::ceil<std::chrono::nanoseconds>(deadline - Clock::now()));
@@ -155,8 +156,8 @@ class Handle {
                       std::is_invocable_v<std::decay_t<F>&>,
                   "strand::Handle::on_complete: the callback must be callable with "
                   "(const strand::Handle<T>&) or with no arguments");
-    mutable_state().add_continuation(
-        std::make_unique<detail::FunctionContinuation<Callback<F>>>(Callback<F>{std::forward<F>(f)}));
+    mutable_state().add_continuation(std::make_unique<detail::FunctionContinuation<Callback<F>>>(
+        Callback<F>{std::forward<F>(f)}));
     return *this;
   }
 
@@ -170,7 +171,9 @@ class Handle {
 
   // As then(f), but `f` runs on `executor` (anything with `post(callable)`, e.g. a ThreadPool).
   template <class Executor, class F>
-    requires requires(Executor& e) { e.post([] {}); }
+  requires requires(Executor& e) {
+    e.post([] {});
+  }
   auto then(Executor& executor, F&& f) const {
     return then_on([&executor](auto&& run) { executor.post(std::forward<decltype(run)>(run)); },
                    std::forward<F>(f));
@@ -216,7 +219,8 @@ class Handle {
         detail::make_state<detail::PlainState<U>>(Status::pending));
     auto on_done = [schedule = std::move(schedule), next,
                     f = std::decay_t<F>(std::forward<F>(f))](detail::StateBase& finished) mutable {
-      auto antecedent = Handle(detail::StateRef<state_type>::share(static_cast<state_type*>(&finished)));
+      auto antecedent =
+          Handle(detail::StateRef<state_type>::share(static_cast<state_type*>(&finished)));
       if (antecedent.status() != Status::completed) {
         antecedent.status() == Status::cancelled
             ? next->set_cancelled()

@@ -1,7 +1,7 @@
 // strand/promise.hpp — Promise<T>: the producing side of a Handle<T>.
 //
-// strand's runners use it internally; use it yourself to hand out a Handle for work that strand does
-// not run (a callback API, an event you wait for):
+// strand's runners use it internally; use it yourself to hand out a Handle for work that strand
+// does not run (a callback API, an event you wait for):
 //
 //   strand::Promise<int> p;
 //   strand::Handle<int> h = p.handle();

@@ -12,8 +12,8 @@
 // Taskrunner (sync), ThreadTaskrunner (a thread per call) and PoolTaskrunner (a ThreadPool) take
 // the function, then in any order: init arguments, prepended to every call's arguments (the seed's
 // partial invocation), and the options of strand/callbacks.hpp. Calling a runner copies the call's
-// arguments into the task (as std::thread does; use std::ref to share) and returns a Handle at once.
-// If the function takes a std::stop_token first, it gets one that Handle::cancel() requests.
+// arguments into the task (as std::thread does; use std::ref to share) and returns a Handle at
+// once. If the function takes a std::stop_token first, it gets one that Handle::cancel() requests.
 //
 // as_task picks the runner by tag or by name:
 //   auto task = strand::as_task(f);                      // thread, the default
@@ -49,8 +49,9 @@ struct is_option_of<Opt, Opt<F>> : std::true_type {};
 template <template <class> class Opt, class... Parts>
 struct option_of {
   static constexpr std::size_t count = (std::size_t{is_option_of<Opt, Parts>::value} + ... + 0);
-  static_assert(count <= 1, "strand: the same callback option (on_iter, on_end or on_error) was "
-                            "given twice");
+  static_assert(count <= 1,
+                "strand: the same callback option (on_iter, on_end or on_error) was "
+                "given twice");
   using type = decltype(std::tuple_cat(
       std::declval<std::conditional_t<is_option_of<Opt, Parts>::value, std::tuple<Parts>,
                                       std::tuple<>>>()...,
@@ -130,7 +131,9 @@ struct RunnerConfig {
 
 template <class Config, class... A>
 inline constexpr bool callable_with_v = requires(const Config& c, const std::stop_token& t,
-                                                 A&... a) { c.call(t, a...); };
+                                                 A&... a) {
+  c.call(t, a...);
+};
 
 template <class Config, class... A>
 struct call_result {
@@ -185,9 +188,12 @@ void invoke_error_callback(const Cb& cb, const std::exception_ptr& error) noexce
 
 // Runs one call: the function, then on_iter per element / on_end, completing `state`.
 template <class Config, class R, class... A>
-void run_call(const Config& cfg, State<R>& state, const std::stop_token& token, A&... args) noexcept {
+void run_call(const Config& cfg, State<R>& state, const std::stop_token& token,
+              A&... args) noexcept {
   using result = call_result<Config, A...>;
-  const auto cancelled = [&] { return state.status() == Status::cancelled; };
+  const auto cancelled = [&] {
+    return state.status() == Status::cancelled;
+  };
   try {
     if constexpr (result::iterating) {
       auto&& range = cfg.call(token, args...);
@@ -316,12 +322,13 @@ template <class F, class... Parts>
 PoolTaskrunner(F, Parts...) -> PoolTaskrunner<F, Parts...>;
 
 template <class T>
-concept not_a_target = !std::is_convertible_v<const T&, std::string_view> &&
-                       !requires { std::remove_cvref_t<T>::value; };
+concept not_a_target = !std::is_convertible_v<const T&, std::string_view> && !requires {
+  std::remove_cvref_t<T>::value;
+};
 
 // as_task(f, parts...): a thread runner (the seed's default target).
 template <class F, class... Parts>
-  requires not_a_target<F>
+requires not_a_target<F>
 [[nodiscard]] auto as_task(F f, Parts... parts) {
   return Runner<F, Parts...>(Target::thread, std::move(f), std::move(parts)...);
 }

@@ -7,11 +7,11 @@
 //   pool.post([] { fire_and_forget(); });            // no handle; exceptions go to the reporter
 //
 // Each worker owns a deque: it pushes and pops its own work at one end (LIFO, cache-warm) and other
-// workers steal from the other end (FIFO). A thread that is not a worker gets a deque of its own the
-// first time it submits, so submitting from outside does not contend on one shared queue. A worker
-// that waits on a Handle or TaskGroup keeps running queued work, so a task may wait for tasks it
-// submitted even on a pool of one worker. Idle workers spin briefly, then sleep on a futex: an idle
-// pool uses no CPU.
+// workers steal from the other end (FIFO). A thread that is not a worker gets a deque of its own
+// the first time it submits, so submitting from outside does not contend on one shared queue. A
+// worker that waits on a Handle or TaskGroup keeps running queued work, so a task may wait for
+// tasks it submitted even on a pool of one worker. Idle workers spin briefly, then sleep on a
+// futex: an idle pool uses no CPU.
 #pragma once
 
 #include <cstddef>
@@ -54,8 +54,7 @@ struct stoppable_result {
   using type = std::invoke_result_t<F&, std::stop_token, A&...>;
 };
 template <class F, class... A>
-  requires(!takes_stop_token_v<F, A...>)
-struct stoppable_result<F, A...> {
+requires(!takes_stop_token_v<F, A...>) struct stoppable_result<F, A...> {
   using type = std::invoke_result_t<F&, A&...>;
 };
 
@@ -67,7 +66,7 @@ using submit_result_t = std::remove_cvref_t<typename stoppable_result<F, A...>::
 class ThreadPool {
  public:
   struct Options {
-    std::size_t threads = 0;          // 0: one per core this process may run on
+    std::size_t threads = 0;           // 0: one per core this process may run on
     std::string name = "strand pool";  // used in error messages and thread names
   };
 
@@ -83,16 +82,18 @@ class ThreadPool {
   // the task, as std::thread does. Throws strand::ExecutorShutDown once the pool is shut down.
   template <class F, class... Args>
   auto submit(F&& f, Args&&... args) {
-    static_assert(std::is_invocable_v<std::decay_t<F>&, std::decay_t<Args>&...> ||
-                      std::is_invocable_v<std::decay_t<F>&, std::stop_token, std::decay_t<Args>&...>,
-                  "strand::ThreadPool::submit: the function cannot be called with these arguments "
-                  "(optionally after a leading std::stop_token)");
+    static_assert(
+        std::is_invocable_v<std::decay_t<F>&, std::decay_t<Args>&...> ||
+            std::is_invocable_v<std::decay_t<F>&, std::stop_token, std::decay_t<Args>&...>,
+        "strand::ThreadPool::submit: the function cannot be called with these arguments "
+        "(optionally after a leading std::stop_token)");
     using R = detail::submit_result_t<std::decay_t<F>, std::decay_t<Args>...>;
     constexpr bool stoppable = detail::takes_stop_token_v<std::decay_t<F>, std::decay_t<Args>...>;
     auto body = [f = std::decay_t<F>(std::forward<F>(f)),
                  ... a = std::decay_t<Args>(std::forward<Args>(args))](
                     detail::State<R>& state, const std::stop_token& token) mutable noexcept {
-      detail::complete_with(state, [&]() -> R { return detail::invoke_maybe_stoppable(f, token, a...); });
+      detail::complete_with(state,
+                            [&]() -> R { return detail::invoke_maybe_stoppable(f, token, a...); });
     };
     return submit_body<R>(std::move(body), stoppable);
   }

@@ -114,11 +114,11 @@ Handle<std::size_t> when_any(std::initializer_list<Handle<T>> handles) {
 }
 
 // The inputs in the order they finish, as an input range; iterating blocks until the next one is
-// done. With a timeout, iterating throws strand::Timeout when no further input finishes within it.
+// done. Inputs already finished when the iteration starts come first, in input order. With a
+// timeout, iterating throws strand::Timeout when no further input finishes within it.
 template <class T>
-Generator<Handle<T>> as_completed(
-    std::vector<Handle<T>> handles,
-    std::optional<std::chrono::nanoseconds> timeout = std::nullopt) {
+Generator<Handle<T>> as_completed(std::vector<Handle<T>> handles,
+                                  std::optional<std::chrono::nanoseconds> timeout = std::nullopt) {
   struct Shared {
     std::mutex mutex;
     std::condition_variable cv;
@@ -141,7 +141,9 @@ Generator<Handle<T>> as_completed(
     std::size_t next = 0;
     {
       std::unique_lock lock(shared->mutex);
-      const auto ready = [&] { return !shared->finished.empty(); };
+      const auto ready = [&] {
+        return !shared->finished.empty();
+      };
       if (timeout) {
         if (!shared->cv.wait_for(lock, *timeout, ready)) throw Timeout(*timeout);
       } else {

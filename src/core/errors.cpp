@@ -63,8 +63,7 @@ RemoteError::RemoteError(std::string type_name, std::string message)
 InvalidHandle::InvalidHandle() : Error("strand: operation on an empty strand::Handle") {}
 ExecutorShutDown::ExecutorShutDown(std::string_view executor_name)
     : Error("strand: cannot submit to " + std::string(executor_name) + ": it has been shut down") {}
-AlreadySatisfied::AlreadySatisfied()
-    : Error("strand: the promise was already satisfied") {}
+AlreadySatisfied::AlreadySatisfied() : Error("strand: the promise was already satisfied") {}
 BrokenPromise::BrokenPromise()
     : Error("strand: the promise was destroyed before it was satisfied") {}
 

@@ -12,7 +12,9 @@ class ClosedMarker final : public Continuation {
   void run(StateBase& /*finished*/) noexcept override {}
 };
 ClosedMarker closed_marker;
-Continuation* closed() noexcept { return &closed_marker; }
+Continuation* closed() noexcept {
+  return &closed_marker;
+}
 
 // A waiter spins this many rounds before it sleeps: a task that ends within a microsecond or two is
 // then collected without a system call.

@@ -21,6 +21,8 @@ std::optional<Status> status_from_string(std::string_view word) noexcept {
   return std::nullopt;
 }
 
-std::ostream& operator<<(std::ostream& out, Status status) { return out << to_string(status); }
+std::ostream& operator<<(std::ostream& out, Status status) {
+  return out << to_string(status);
+}
 
 }  // namespace strand

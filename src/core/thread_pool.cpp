@@ -69,7 +69,8 @@ PoolCore::PoolCore(std::size_t threads, std::string name)
     : name_(std::move(name)), id_(next_pool_id.fetch_add(1, std::memory_order_relaxed)) {
   if (threads == 0) threads = hardware_threads();
   deques_.reserve(threads);
-  for (std::size_t i = 0; i < threads; ++i) deques_.push_back(std::make_unique<WorkStealingDeque>());
+  for (std::size_t i = 0; i < threads; ++i)
+    deques_.push_back(std::make_unique<WorkStealingDeque>());
 }
 
 PoolCore::~PoolCore() {
@@ -89,7 +90,9 @@ void PoolCore::start() {
   }
 }
 
-bool PoolCore::is_current_worker() const noexcept { return this_worker.core == this; }
+bool PoolCore::is_current_worker() const noexcept {
+  return this_worker.core == this;
+}
 
 WorkStealingDeque* PoolCore::own_deque() const noexcept {
   if (this_worker.core == this) return this_worker.deque;
@@ -291,8 +294,12 @@ void PoolCore::shutdown(ShutdownMode mode) {
   threads_.clear();
 }
 
-bool pool_push(PoolCore& pool, Job* job) noexcept { return pool.push(job); }
-const std::string& pool_name(const PoolCore& pool) noexcept { return pool.name(); }
+bool pool_push(PoolCore& pool, Job* job) noexcept {
+  return pool.push(job);
+}
+const std::string& pool_name(const PoolCore& pool) noexcept {
+  return pool.name();
+}
 
 bool help_until(const HelpWaitable& w,
                 std::optional<std::chrono::steady_clock::time_point> deadline) noexcept {
@@ -302,7 +309,9 @@ bool help_until(const HelpWaitable& w,
   return true;
 }
 
-void help_pool_until(PoolCore& pool, const HelpWaitable& w) { pool.help(w, std::nullopt); }
+void help_pool_until(PoolCore& pool, const HelpWaitable& w) {
+  pool.help(w, std::nullopt);
+}
 
 void notify_helpers() noexcept {
   if (help_sleepers.load(std::memory_order_seq_cst) == 0) return;
@@ -323,17 +332,26 @@ ThreadPool::~ThreadPool() {
   if (core_ && !core_->is_current_worker()) core_->shutdown(ShutdownMode::drain);
 }
 
-void ThreadPool::shutdown(ShutdownMode mode) { core_->shutdown(mode); }
-std::size_t ThreadPool::size() const noexcept { return core_->size(); }
-bool ThreadPool::accepting() const noexcept { return core_->accepting(); }
-const std::string& ThreadPool::name() const noexcept { return core_->name(); }
-bool ThreadPool::is_worker_thread() const noexcept { return core_->is_current_worker(); }
+void ThreadPool::shutdown(ShutdownMode mode) {
+  core_->shutdown(mode);
+}
+std::size_t ThreadPool::size() const noexcept {
+  return core_->size();
+}
+bool ThreadPool::accepting() const noexcept {
+  return core_->accepting();
+}
+const std::string& ThreadPool::name() const noexcept {
+  return core_->name();
+}
+bool ThreadPool::is_worker_thread() const noexcept {
+  return core_->is_current_worker();
+}
 
 ThreadPool& default_pool() {
   // Never destroyed: a task still running while the program exits must not meet a dead pool.
-  static ThreadPool* pool = std::make_unique<ThreadPool>(ThreadPool::Options{
-                                                             .threads = 0,
-                                                             .name = "strand::default_pool()"})
+  static ThreadPool* pool = std::make_unique<ThreadPool>(
+                                ThreadPool::Options{.threads = 0, .name = "strand::default_pool()"})
                                 .release();
   return *pool;
 }

@@ -76,7 +76,9 @@ class WorkStealingDeque {
   struct Ring {
     explicit Ring(std::int64_t cap)
         : capacity(cap), mask(cap - 1), slots(std::make_unique<std::atomic<Job*>[]>(cap)) {}
-    Job* get(std::int64_t i) const noexcept { return slots[i & mask].load(std::memory_order_acquire); }
+    Job* get(std::int64_t i) const noexcept {
+      return slots[i & mask].load(std::memory_order_acquire);
+    }
     void put(std::int64_t i, Job* job) noexcept {
       slots[i & mask].store(job, std::memory_order_release);
     }

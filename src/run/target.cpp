@@ -21,14 +21,16 @@ std::string_view to_string(Target target) noexcept {
   return "unknown";
 }
 
-std::span<const Target> all_targets() noexcept { return kTargets; }
+std::span<const Target> all_targets() noexcept {
+  return kTargets;
+}
 
 Target parse_target(std::string_view name) {
   for (Target t : kTargets) {
     if (to_string(t) == name) return t;
   }
-  std::string message = "strand: unknown task target \"" + std::string(name) +
-                        "\"; valid targets are: ";
+  std::string message =
+      "strand: unknown task target \"" + std::string(name) + "\"; valid targets are: ";
   for (std::size_t i = 0; i < kTargets.size(); ++i) {
     if (i != 0) message += ", ";
     message += to_string(kTargets[i]);

@@ -18,8 +18,9 @@ class HelpWaitable {
   ~HelpWaitable() = default;
 };
 
-// If the calling thread is a strand pool worker, runs queued jobs until `w` is done (or the deadline
-// passes) and returns true; returns false at once on any other thread, which should then sleep.
+// If the calling thread is a strand pool worker, runs queued jobs until `w` is done (or the
+// deadline passes) and returns true; returns false at once on any other thread, which should then
+// sleep.
 bool help_until(const HelpWaitable& w,
                 std::optional<std::chrono::steady_clock::time_point> deadline) noexcept;
 

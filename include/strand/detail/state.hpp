@@ -1,4 +1,5 @@
-// The shared state behind a Handle<T>: status, result, waiters and continuations, in one allocation.
+// The shared state behind a Handle<T>: status, result, waiters and continuations, in one
+// allocation.
 //
 // Lifecycle: a producer (a pool job, a thread, a Promise) claims the right to finish, writes the
 // value or exception, then tries to publish a terminal status with one compare-and-swap. `cancel()`
@@ -113,8 +114,8 @@ class StateBase : public HelpWaitable {
 
  private:
   static constexpr std::uint32_t kStatusMask = 0xffU;
-  static constexpr std::uint32_t kClaimed = 1U << 8;  // a producer owns the right to finish
-  static constexpr std::uint32_t kWaiters = 1U << 9;  // a thread sleeps on word_
+  static constexpr std::uint32_t kClaimed = 1U << 8;   // a producer owns the right to finish
+  static constexpr std::uint32_t kWaiters = 1U << 9;   // a thread sleeps on word_
   static constexpr std::uint32_t kHelpers = 1U << 10;  // a pool worker waits in help_until
 
   virtual void destroy() noexcept = 0;

@@ -1,0 +1,166 @@
+#include "strand/runner.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <string>
+#include <thread>
+
+#include "support.hpp"
+
+namespace strand {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::Gate;
+
+int add3(int a, int b, int c) {
+  return a * 100 + b * 10 + c;
+}
+
+TEST(Taskrunner, RunsInTheCallingThreadAndIsDoneOnReturn) {
+  auto runner = Taskrunner([] { return std::this_thread::get_id(); });
+  Handle<std::thread::id> h = runner();
+  EXPECT_EQ(h.status(), Status::completed);
+  EXPECT_EQ(h.get(), std::this_thread::get_id());
+  EXPECT_EQ(runner.target(), Target::sync);
+}
+
+TEST(Taskrunner, KeepsTheExceptionInTheHandle) {
+  auto runner = Taskrunner([]() -> int { throw std::invalid_argument("sync bad"); });
+  Handle<int> h = runner();  // the call itself does not throw
+  EXPECT_EQ(h.status(), Status::failed);
+  EXPECT_THROW(h.get(), std::invalid_argument);
+}
+
+TEST(ThreadTaskrunner, RunsEachCallInItsOwnThread) {
+  auto runner = ThreadTaskrunner([] { return std::this_thread::get_id(); });
+  Handle<std::thread::id> a = runner();
+  Handle<std::thread::id> b = runner();
+  EXPECT_NE(a.get(), std::this_thread::get_id());
+  EXPECT_NE(a.get(), b.get());
+}
+
+TEST(ThreadTaskrunner, ReturnsAtOnce) {
+  Gate gate;
+  auto runner = ThreadTaskrunner([gate] {
+    gate.wait();
+    return 1;
+  });
+  Handle<int> h = runner();
+  EXPECT_FALSE(h.ready());
+  gate.open();
+  EXPECT_EQ(h.get(5s), 1);
+}
+
+TEST(PoolTaskrunner, RunsOnTheDefaultPool) {
+  auto runner = PoolTaskrunner([] { return default_pool().is_worker_thread(); });
+  EXPECT_TRUE(runner().get(5s));
+}
+
+TEST(PoolTaskrunner, RunsOnTheChosenPool) {
+  ThreadPool mine(1);
+  auto runner = PoolTaskrunner([&mine] { return mine.is_worker_thread(); }, use_pool(mine));
+  EXPECT_TRUE(runner().get(5s));
+}
+
+TEST(Runners, InitArgumentsArePrependedToEveryCall) {
+  auto partial = PoolTaskrunner(add3, 1, 2);
+  EXPECT_EQ(partial(3).get(), 123);
+  EXPECT_EQ(partial(4).get(), 124);
+  // Options and init arguments may be interleaved; only the options are taken out.
+  int ended = 0;
+  auto mixed = Taskrunner(add3, 7, on_end([&ended](int v) { ended = v; }), 8);
+  EXPECT_EQ(mixed(9).get(), 789);
+  EXPECT_EQ(ended, 789);
+}
+
+TEST(Runners, CallArgumentsAreCopiedUnlessWrappedInRef) {
+  Gate gate;
+  auto runner = ThreadTaskrunner([gate](const std::string& s) {
+    gate.wait();
+    return s;
+  });
+  std::string text = "original";
+  Handle<std::string> copied = runner(text);
+  text = "changed";
+  gate.open();
+  EXPECT_EQ(copied.get(), "original");
+
+  int counter = 0;
+  auto bump = Taskrunner([](int& c) { ++c; });
+  bump(std::ref(counter)).get();
+  EXPECT_EQ(counter, 1);
+}
+
+TEST(Runners, AHandleOutlivesItsRunner) {
+  Gate gate;
+  Handle<int> h;
+  {
+    auto runner = ThreadTaskrunner(
+        [gate](int x) {
+          gate.wait();
+          return x * 2;
+        },
+        21);
+    h = runner();
+  }
+  gate.open();
+  EXPECT_EQ(h.get(5s), 42);
+}
+
+TEST(Runners, AHandleOutlivesItsRunnerAndItsPool) {
+  Handle<int> h;
+  {
+    ThreadPool pool(1);
+    auto runner = PoolTaskrunner([](int x) { return x + 1; }, use_pool(pool));
+    h = runner(1);
+  }
+  EXPECT_EQ(h.get(), 2);
+}
+
+TEST(Runners, CancelRequestsTheStopTokenTheFunctionTakes) {
+  Gate started;
+  auto runner = ThreadTaskrunner([started](std::stop_token stop, int limit) {
+    started.open();
+    std::mutex m;
+    std::condition_variable_any cv;
+    std::unique_lock lock(m);
+    cv.wait(lock, stop, [] { return false; });
+    return limit;
+  });
+  Handle<int> h = runner(5);
+  ASSERT_TRUE(started.wait_for(5s));
+  EXPECT_TRUE(h.cancel());
+  EXPECT_THROW(h.get(), Cancelled);
+}
+
+TEST(AsTask, DefaultsToAThread) {
+  auto task = as_task([] { return std::this_thread::get_id(); });
+  EXPECT_EQ(task.target(), Target::thread);
+  EXPECT_NE(task().get(), std::this_thread::get_id());
+}
+
+TEST(AsTask, TakesATargetTag) {
+  EXPECT_EQ(as_task(strand::sync, [] { return 1; }).target(), Target::sync);
+  EXPECT_EQ(as_task(strand::thread, [] { return 1; }).target(), Target::thread);
+  auto on_pool = as_task(strand::pool, [] { return default_pool().is_worker_thread(); });
+  EXPECT_EQ(on_pool.target(), Target::pool);
+  EXPECT_TRUE(on_pool().get(5s));
+}
+
+TEST(AsTask, DecoratesAFunctionLikeTheSeed) {
+  std::vector<int> chunks;
+  auto long_blocking_function = as_task(
+      [](int total, int chunk) {
+        std::vector<int> sizes;
+        for (int done = 0; done < total; done += chunk) sizes.push_back(chunk);
+        return sizes;
+      },
+      on_iter([&chunks](int size) { chunks.push_back(size); }));
+  long_blocking_function(10, 5).get();
+  EXPECT_EQ(chunks, (std::vector<int>{5, 5}));
+}
+
+}  // namespace
+}  // namespace strand

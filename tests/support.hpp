@@ -1,0 +1,73 @@
+// Small tools shared by the tests: a one-shot gate and a capture of strand's error reports.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "strand/errors.hpp"
+
+namespace strand::testing {
+
+// A one-shot event: tasks block on wait() until the test calls open(). Copies share the event.
+class Gate {
+ public:
+  Gate() : future_(promise_->get_future().share()) {}
+  void open() const {
+    std::call_once(*once_, [this] { promise_->set_value(); });
+  }
+  void wait() const { future_.wait(); }
+  // False if the gate stayed shut for `timeout`: turns a would-be hang into a test failure.
+  [[nodiscard]] bool wait_for(std::chrono::milliseconds timeout) const {
+    return future_.wait_for(timeout) == std::future_status::ready;
+  }
+  [[nodiscard]] bool is_open() const {
+    return future_.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+  }
+
+ private:
+  std::shared_ptr<std::promise<void>> promise_ = std::make_shared<std::promise<void>>();
+  std::shared_ptr<std::once_flag> once_ = std::make_shared<std::once_flag>();
+  std::shared_future<void> future_;
+};
+
+// Installs a reporter that records every report; restores the previous reporter when destroyed.
+class ReportCapture {
+ public:
+  struct Report {
+    std::string where;
+    std::string description;
+  };
+  ReportCapture()
+      : previous_(set_error_reporter([this](std::string_view where, std::exception_ptr e) {
+          std::lock_guard lock(mutex_);
+          reports_.push_back({std::string(where), describe(e)});
+          seen_.notify_all();
+        })) {}
+  ~ReportCapture() { set_error_reporter(std::move(previous_)); }
+  ReportCapture(const ReportCapture&) = delete;
+  ReportCapture& operator=(const ReportCapture&) = delete;
+
+  std::vector<Report> reports() const {
+    std::lock_guard lock(mutex_);
+    return reports_;
+  }
+  // Waits until at least `n` reports arrived (false after `timeout`).
+  bool wait_for_count(std::size_t n, std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
+    std::unique_lock lock(mutex_);
+    return seen_.wait_for(lock, timeout, [&] { return reports_.size() >= n; });
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::condition_variable seen_;
+  std::vector<Report> reports_;
+  ErrorReporter previous_;
+};
+
+}  // namespace strand::testing
