@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <vector>
 #include <string>
 #include <thread>
 
@@ -34,11 +37,31 @@ TEST(Taskrunner, KeepsTheExceptionInTheHandle) {
 }
 
 TEST(ThreadTaskrunner, RunsEachCallInItsOwnThread) {
-  auto runner = ThreadTaskrunner([] { return std::this_thread::get_id(); });
-  Handle<std::thread::id> a = runner();
-  Handle<std::thread::id> b = runner();
-  EXPECT_NE(a.get(), std::this_thread::get_id());
-  EXPECT_NE(a.get(), b.get());
+  // Both calls stay alive until both have reported, so a thread id cannot be reused between them.
+  Gate gate;
+  std::mutex m;
+  std::condition_variable cv;
+  std::vector<std::thread::id> ids;
+  auto runner = ThreadTaskrunner([&, gate] {
+    {
+      std::lock_guard lock(m);
+      ids.push_back(std::this_thread::get_id());
+      cv.notify_all();
+    }
+    gate.wait();
+  });
+  Handle<void> a = runner();
+  Handle<void> b = runner();
+  {
+    std::unique_lock lock(m);
+    ASSERT_TRUE(cv.wait_for(lock, 5s, [&] { return ids.size() == 2; }));
+  }
+  gate.open();
+  a.get();
+  b.get();
+  EXPECT_NE(ids[0], ids[1]);
+  EXPECT_NE(ids[0], std::this_thread::get_id());
+  EXPECT_NE(ids[1], std::this_thread::get_id());
 }
 
 TEST(ThreadTaskrunner, ReturnsAtOnce) {
