@@ -55,10 +55,20 @@ TEST(TaskGroup, NestedGroupsOnOneWorkerDoNotDeadlock) {
   EXPECT_EQ(pool.submit([&pool] { return group_fib(pool, 18); }).get(8s), 2584);
 }
 
+// Occupies the only worker of `pool` until `gate` opens; returns once the worker is surely busy.
+void occupy_only_worker(ThreadPool& pool, const Gate& gate) {
+  Gate busy;
+  pool.post([gate, busy] {
+    busy.open();
+    gate.wait();
+  });
+  ASSERT_TRUE(busy.wait_for(5s));
+}
+
 TEST(TaskGroup, WaitFromOutsideThePoolHelps) {
   ThreadPool pool(1);
   Gate gate;
-  pool.post([gate] { gate.wait(); });  // the only worker is busy until the gate opens
+  occupy_only_worker(pool, gate);  // busy until the gate opens
   TaskGroup group(pool);
   std::atomic<int> count{0};
   for (int i = 0; i < 100; ++i) group.run([&count] { ++count; });
@@ -70,7 +80,7 @@ TEST(TaskGroup, WaitFromOutsideThePoolHelps) {
 TEST(TaskGroup, CancelSkipsTasksNotYetStarted) {
   ThreadPool pool(1);
   Gate gate;
-  pool.post([gate] { gate.wait(); });
+  occupy_only_worker(pool, gate);
   std::atomic<int> ran{0};
   {
     TaskGroup group(pool);

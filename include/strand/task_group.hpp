@@ -79,12 +79,13 @@ class TaskGroup : private detail::HelpWaitable {
       finish();
     }
     void discard() noexcept override { finish(); }
+    [[nodiscard]] const void* batch_key() const noexcept override { return &group_; }
 
    private:
     void finish() noexcept {
       TaskGroup& group = group_;
       delete this;  // before the count drops: the group may be gone right after
-      group.finish_one();
+      group.note_finished();
     }
     TaskGroup& group_;
     F f_;
@@ -94,7 +95,10 @@ class TaskGroup : private detail::HelpWaitable {
   static constexpr std::uint32_t kHelper = 1U << 30;  // a worker waits in help_until
   static constexpr std::uint32_t kCount = kHelper - 1;
 
-  void finish_one() noexcept;
+  friend void detail::flush_group_completions(const void* next_key) noexcept;
+  void note_finished() noexcept;              // batched per thread; see flush_group_completions
+  void finish(std::uint32_t count) noexcept;  // the count drops by `count`
+  void finish_one() noexcept { finish(1); }
   void record(std::exception_ptr error) noexcept;
   [[nodiscard]] bool is_done() const noexcept override {
     return (pending_.load(std::memory_order_acquire) & kCount) == 0;

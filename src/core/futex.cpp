@@ -44,8 +44,9 @@ bool futex_wait_until(const std::atomic<std::uint32_t>& word, std::uint32_t expe
   return !(rc == -1 && errno == ETIMEDOUT);
 }
 
-void futex_wake_one(const std::atomic<std::uint32_t>& word) noexcept {
-  futex(word, FUTEX_WAKE, 1, nullptr, 0);
+int futex_wake_one(const std::atomic<std::uint32_t>& word) noexcept {
+  const long woken = futex(word, FUTEX_WAKE, 1, nullptr, 0);
+  return woken > 0 ? static_cast<int>(woken) : 0;
 }
 
 void futex_wake_all(const std::atomic<std::uint32_t>& word) noexcept {

@@ -38,9 +38,39 @@ void TaskGroup::wait() {
   if (error) std::rethrow_exception(error);
 }
 
-void TaskGroup::finish_one() noexcept {
-  const std::uint32_t old = pending_.fetch_sub(1, std::memory_order_acq_rel);
-  if ((old & kCount) != 1) return;
+namespace {
+
+// Jobs of one group that this thread finished and has not yet subtracted from the group's count.
+// One subtraction per batch instead of per job keeps the group's counter off the workers' path,
+// so the thread submitting to the group does not fight them for its cache line.
+struct FinishedBatch {
+  TaskGroup* group = nullptr;
+  std::uint32_t count = 0;
+};
+thread_local FinishedBatch finished_batch;
+constexpr std::uint32_t kBatchLimit = 64;
+
+}  // namespace
+
+void TaskGroup::note_finished() noexcept {
+  FinishedBatch& batch = finished_batch;
+  if (batch.group != this) {
+    detail::flush_group_completions();
+    batch.group = this;
+  }
+  if (++batch.count >= kBatchLimit) detail::flush_group_completions();
+}
+
+void detail::flush_group_completions(const void* next_key) noexcept {
+  FinishedBatch& batch = finished_batch;
+  if (batch.group == nullptr || batch.group == next_key) return;
+  TaskGroup* group = std::exchange(batch.group, nullptr);
+  group->finish(std::exchange(batch.count, 0));
+}
+
+void TaskGroup::finish(std::uint32_t count) noexcept {
+  const std::uint32_t old = pending_.fetch_sub(count, std::memory_order_acq_rel);
+  if ((old & kCount) != count) return;
   // The group may be destroyed as soon as a waiter sees the count at zero; from here on only the
   // address of pending_ is used (a futex wake on a dead address is harmless).
   if ((old & kWaiter) != 0) detail::futex_wake_all(pending_);

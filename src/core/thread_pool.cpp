@@ -66,7 +66,10 @@ thread_local ExternalContext this_thread_slot;
 }  // namespace
 
 PoolCore::PoolCore(std::size_t threads, std::string name)
-    : name_(std::move(name)), id_(next_pool_id.fetch_add(1, std::memory_order_relaxed)) {
+    : name_(std::move(name)),
+      id_(next_pool_id.fetch_add(1, std::memory_order_relaxed)),
+      // Go's rule: at most half the workers spin looking for work; the rest sleep until woken.
+      max_searching_(std::max<std::size_t>(1, (threads == 0 ? hardware_threads() : threads) / 2)) {
   if (threads == 0) threads = hardware_threads();
   deques_.reserve(threads);
   for (std::size_t i = 0; i < threads; ++i)
@@ -75,12 +78,8 @@ PoolCore::PoolCore(std::size_t threads, std::string name)
 
 PoolCore::~PoolCore() {
   // Normally empty by now; a job left over never runs, but its handle must still finish.
-  auto discard_all = [](WorkStealingDeque& d) {
-    while (Job* job = d.steal()) job->discard();
-  };
-  for (auto& d : deques_) discard_all(*d);
-  for (auto& slot : external_) discard_all(slot.deque);
-  for (Job* job : overflow_) job->discard();
+  cancelling_.store(true);
+  drain_leftovers();
 }
 
 void PoolCore::start() {
@@ -102,10 +101,8 @@ WorkStealingDeque* PoolCore::own_deque() const noexcept {
   return nullptr;
 }
 
-WorkStealingDeque* PoolCore::external_deque() noexcept {
-  if (this_thread_slot.pool_id == id_) {
-    return this_thread_slot.slot != nullptr ? &this_thread_slot.slot->deque : nullptr;
-  }
+PoolCore::ExternalSlot* PoolCore::external_slot() noexcept {
+  if (this_thread_slot.pool_id == id_) return this_thread_slot.slot;
   this_thread_slot.release();
   this_thread_slot.pool_id = id_;
   this_thread_slot.pool = weak_from_this();
@@ -113,11 +110,12 @@ WorkStealingDeque* PoolCore::external_deque() noexcept {
     auto& slot = external_[i];
     if (!slot.owned.load(std::memory_order_relaxed) &&
         !slot.owned.exchange(true, std::memory_order_acquire)) {
-      std::size_t used = external_used_.load(std::memory_order_relaxed);
-      while (used < i + 1 && !external_used_.compare_exchange_weak(used, i + 1)) {
+      std::size_t used = external_used_.load(std::memory_order_seq_cst);
+      while (used < i + 1 &&
+             !external_used_.compare_exchange_weak(used, i + 1, std::memory_order_seq_cst)) {
       }
       this_thread_slot.slot = &slot;
-      return &slot.deque;
+      return &slot;
     }
   }
   return nullptr;  // all slots taken: this thread uses the shared overflow queue
@@ -126,37 +124,55 @@ WorkStealingDeque* PoolCore::external_deque() noexcept {
 bool PoolCore::push(Job* job) noexcept {
   if (this_worker.core == this) {
     // A worker may always add work, even while the pool drains: that work is part of the drain.
-    this_worker.deque->push(job);
-  } else {
-    submitting_.fetch_add(1, std::memory_order_seq_cst);
-    if (!accepting_.load(std::memory_order_seq_cst)) {
-      submitting_.fetch_sub(1, std::memory_order_release);
-      return false;
-    }
     try {
-      if (WorkStealingDeque* d = external_deque()) {
-        d->push(job);
-      } else {
-        std::lock_guard lock(overflow_mutex_);
-        overflow_.push_back(job);
-        overflow_count_.fetch_add(1, std::memory_order_seq_cst);
-      }
-    } catch (...) {  // out of memory growing a queue
-      submitting_.fetch_sub(1, std::memory_order_release);
+      this_worker.deque->push(job);
+    } catch (...) {  // out of memory growing the deque
       return false;
     }
-    submitting_.fetch_sub(1, std::memory_order_release);
+  } else if (!push_external(job)) {
+    return false;
   }
   wake_for_new_work();
+  if (help_sleepers.load(std::memory_order_seq_cst) != 0) notify_helpers();
   return true;
 }
 
-void PoolCore::wake_for_new_work() noexcept {
-  if (sleepers_.load(std::memory_order_seq_cst) != 0) {
-    epoch_.fetch_add(1, std::memory_order_seq_cst);
-    futex_wake_one(epoch_);
+bool PoolCore::push_external(Job* job) noexcept {
+  ExternalSlot* slot = external_slot();
+  if (slot == nullptr) {
+    std::lock_guard lock(overflow_mutex_);
+    if (!accepting_.load(std::memory_order_seq_cst)) return false;
+    try {
+      overflow_.push_back(job);
+    } catch (...) {
+      return false;
+    }
+    overflow_count_.fetch_add(1, std::memory_order_seq_cst);
+    return true;
   }
-  if (help_sleepers.load(std::memory_order_seq_cst) != 0) notify_helpers();
+  if (!accepting_.load(std::memory_order_relaxed)) return false;  // the common refusal, cheaply
+  try {
+    slot->deque.push(job);
+  } catch (...) {
+    return false;
+  }
+  // Push first, check after: shutdown closes accepting_ and then drains the deques (both seq_cst),
+  // so either it sees this job or this check sees it closed; then take the job back unless a
+  // drain already took it (and will run or discard it).
+  if (accepting_.load(std::memory_order_seq_cst)) return true;
+  return slot->deque.pop() == nullptr;
+}
+
+void PoolCore::wake_for_new_work() noexcept {
+  if (searching_.load(std::memory_order_seq_cst) != 0) return;  // a searcher will find the job
+  if (sleepers_.load(std::memory_order_seq_cst) == 0) return;   // nobody to wake
+  if (wake_pending_.load(std::memory_order_relaxed) ||
+      wake_pending_.exchange(true, std::memory_order_acq_rel)) {
+    return;  // a woken worker is on its way and will pass the baton if more work waits
+  }
+  epoch_.fetch_add(1, std::memory_order_seq_cst);
+  // Nobody was asleep after all (the sleeper saw the new epoch first): nobody will clear the flag.
+  if (futex_wake_one(epoch_) == 0) wake_pending_.store(false, std::memory_order_release);
 }
 
 Job* PoolCore::find_job(WorkStealingDeque* own) noexcept {
@@ -182,13 +198,7 @@ Job* PoolCore::steal(const WorkStealingDeque* own) noexcept {
   for (std::size_t k = 0; k < total; ++k, i = (i + 1 == total ? 0 : i + 1)) {
     WorkStealingDeque& victim = i < workers ? *deques_[i] : external_[i - workers].deque;
     if (&victim == own) continue;
-    if (Job* job = victim.steal()) {
-      // More may be waiting where this came from: let a sleeping worker look too.
-      if (sleepers_.load(std::memory_order_relaxed) != 0 && victim.maybe_nonempty()) {
-        wake_for_new_work();
-      }
-      return job;
-    }
+    if (Job* job = victim.steal()) return job;
   }
   return nullptr;
 }
@@ -205,19 +215,40 @@ bool PoolCore::has_work() const noexcept {
   return false;
 }
 
-Job* PoolCore::spin_for_job(WorkStealingDeque* own) noexcept {
-  for (int round = 0; round < kSpinRounds; ++round) {
+Job* PoolCore::search(WorkStealingDeque* own) noexcept {
+  flush_group_completions();
+  std::uint32_t n = searching_.load(std::memory_order_relaxed);
+  do {
+    if (n >= max_searching_) return nullptr;  // enough workers are looking already
+  } while (!searching_.compare_exchange_weak(n, n + 1, std::memory_order_seq_cst,
+                                             std::memory_order_relaxed));
+  Job* job = nullptr;
+  for (int round = 0; round < kSpinRounds && job == nullptr; ++round) {
     for (int i = 0; i < (1 << round); ++i) cpu_relax();
-    if (Job* job = find_job(own)) return job;
+    job = find_job(own);
   }
-  for (int round = 0; round < kYieldRounds; ++round) {
+  for (int round = 0; round < kYieldRounds && job == nullptr; ++round) {
     std::this_thread::yield();
-    if (Job* job = find_job(own)) return job;
+    job = find_job(own);
   }
-  return nullptr;
+  const std::uint32_t searchers = searching_.fetch_sub(1, std::memory_order_seq_cst);
+  // The last searcher to find work hands the search on, so parallelism ramps up with the load.
+  if (job != nullptr && searchers == 1 && has_work()) wake_for_new_work();
+  return job;
+}
+
+void PoolCore::sleep() noexcept {
+  flush_group_completions();
+  flush_job_frees();  // blocks freed for their owners should not idle here with this thread
+  const std::uint32_t seen = epoch_.load(std::memory_order_seq_cst);
+  sleepers_.fetch_add(1, std::memory_order_seq_cst);
+  if (!has_work() && !stopping_.load(std::memory_order_seq_cst)) futex_wait(epoch_, seen);
+  sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+  wake_pending_.store(false, std::memory_order_release);  // the wake (if it was ours) arrived
 }
 
 void PoolCore::execute(Job* job) noexcept {
+  flush_group_completions(job->batch_key());
   if (cancelling_.load(std::memory_order_relaxed)) {
     job->discard();
   } else {
@@ -232,24 +263,27 @@ void PoolCore::worker_main(std::size_t index) {
   pthread_setname_np(pthread_self(), thread_name.substr(0, 15).c_str());
   for (;;) {
     Job* job = find_job(own);
-    if (job == nullptr) job = spin_for_job(own);
+    if (job == nullptr) job = search(own);
     if (job != nullptr) {
       execute(job);
       continue;
     }
     if (stopping_.load(std::memory_order_seq_cst) && !has_work()) break;
-    const std::uint32_t seen = epoch_.load(std::memory_order_seq_cst);
-    sleepers_.fetch_add(1, std::memory_order_seq_cst);
-    if (!has_work() && !stopping_.load(std::memory_order_seq_cst)) futex_wait(epoch_, seen);
-    sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+    sleep();
   }
+  flush_group_completions();
   this_worker = {};
 }
 
 void PoolCore::help(const HelpWaitable& w,
                     std::optional<std::chrono::steady_clock::time_point> deadline) {
   WorkStealingDeque* own = own_deque();
-  while (!w.is_done()) {
+  for (;;) {
+    // A count this thread holds back may be all that keeps `w` from done: hand it over before
+    // asking, or we would go on to run unrelated work for a group that has finished. (Every
+    // return below follows this flush with no job run since, so the caller never inherits one.)
+    flush_group_completions();
+    if (w.is_done()) return;
     if (deadline && std::chrono::steady_clock::now() >= *deadline) return;
     if (Job* job = find_job(own)) {
       execute(job);
@@ -282,8 +316,6 @@ void PoolCore::shutdown(ShutdownMode mode) {
     stop_.request_stop();
   }
   std::lock_guard lock(shutdown_mutex_);
-  // An outside thread that saw accepting_ still true is at most one push away from done.
-  while (submitting_.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
   stopping_.store(true, std::memory_order_seq_cst);
   epoch_.fetch_add(1, std::memory_order_seq_cst);
   futex_wake_all(epoch_);
@@ -292,6 +324,14 @@ void PoolCore::shutdown(ShutdownMode mode) {
     if (t.joinable()) t.join();
   }
   threads_.clear();
+  drain_leftovers();
+}
+
+void PoolCore::drain_leftovers() noexcept {
+  // An outside push that raced with the workers leaving: run it here (or discard it, if
+  // cancelling), so that its handle still finishes.
+  while (Job* job = find_job(nullptr)) execute(job);
+  flush_group_completions();
 }
 
 bool pool_push(PoolCore& pool, Job* job) noexcept {

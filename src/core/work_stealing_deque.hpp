@@ -24,9 +24,13 @@ class WorkStealingDeque {
   // Owner only.
   void push(Job* job) {
     const std::int64_t b = bottom_.load(std::memory_order_relaxed);
-    const std::int64_t t = top_.load(std::memory_order_acquire);
     Ring* ring = ring_.load(std::memory_order_relaxed);
-    if (ring == nullptr || b - t >= ring->capacity) ring = grow(ring, t, b);
+    // top_ only grows, so a stale copy under-estimates the free room: re-read it (a cache line the
+    // thieves keep writing) only when the ring looks full.
+    if (ring == nullptr || b - cached_top_ >= ring->capacity) {
+      cached_top_ = top_.load(std::memory_order_acquire);
+      if (ring == nullptr || b - cached_top_ >= ring->capacity) ring = grow(ring, cached_top_, b);
+    }
     ring->put(b, job);
     // seq_cst: a pusher then checks for sleeping workers, and a sleeper, having announced itself,
     // checks this deque; one of the two must see the other.
@@ -102,6 +106,7 @@ class WorkStealingDeque {
   alignas(64) std::atomic<std::int64_t> bottom_{0};
   alignas(64) std::atomic<Ring*> ring_{nullptr};
   std::vector<std::unique_ptr<Ring>> rings_;  // owner only
+  std::int64_t cached_top_ = 0;               // owner only: a lower bound of top_
 };
 
 }  // namespace strand::detail

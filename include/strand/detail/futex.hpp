@@ -12,7 +12,8 @@ namespace strand::detail {
 bool futex_wait(const std::atomic<std::uint32_t>& word, std::uint32_t expected) noexcept;
 bool futex_wait_until(const std::atomic<std::uint32_t>& word, std::uint32_t expected,
                       std::chrono::steady_clock::time_point deadline) noexcept;
-void futex_wake_one(const std::atomic<std::uint32_t>& word) noexcept;
+// Returns how many sleepers it woke (0 or 1).
+int futex_wake_one(const std::atomic<std::uint32_t>& word) noexcept;
 void futex_wake_all(const std::atomic<std::uint32_t>& word) noexcept;
 
 }  // namespace strand::detail

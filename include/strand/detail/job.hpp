@@ -1,8 +1,10 @@
 // What a pool queue holds: a type-erased unit of work that frees itself.
 #pragma once
 
+#include <cstddef>
 #include <functional>
 #include <memory>
+#include <new>
 #include <stop_token>
 #include <type_traits>
 #include <utility>
@@ -14,16 +16,37 @@ namespace strand::detail {
 
 class PoolCore;
 
+// Memory for jobs: per-thread free lists, with blocks freed elsewhere handed back in batches (see
+// src/core/job_allocator.cpp). flush_job_frees hands back this thread's pending batch now.
+void* allocate_job(std::size_t size);
+void deallocate_job(void* p) noexcept;
+void flush_job_frees() noexcept;
+
 class Job {
  public:
+  static void* operator new(std::size_t size) { return allocate_job(size); }
+  static void operator delete(void* p) noexcept { deallocate_job(p); }
+  // Over-aligned jobs (a function capturing an over-aligned object) take the ordinary route.
+  static void* operator new(std::size_t size, std::align_val_t al) {
+    return ::operator new(size, al);
+  }
+  static void operator delete(void* p, std::align_val_t al) noexcept { ::operator delete(p, al); }
+
   // Executes, then frees the job. `pool_stop` is requested when the pool shuts down cancelling.
   virtual void run(const std::stop_token& pool_stop) noexcept = 0;
   // Never executed (the pool is shutting down and cancelling): frees the job.
   virtual void discard() noexcept = 0;
+  // Jobs with the same non-null key report their completion in batches (see TaskGroup).
+  [[nodiscard]] virtual const void* batch_key() const noexcept { return nullptr; }
 
  protected:
   ~Job() = default;
 };
+
+// A thread hands the completions it has batched to their TaskGroup: always, or only if `next_key`
+// (the batch key of the job about to run) belongs to another group. Pools call it before running
+// a job and before searching, sleeping or leaving, so a batch never outlives the run of its group.
+void flush_group_completions(const void* next_key = nullptr) noexcept;
 
 // Pushes `job` to `pool`. False (and the job untouched) if the pool no longer accepts work.
 bool pool_push(PoolCore& pool, Job* job) noexcept;
