@@ -138,15 +138,48 @@ TEST(Dispatcher, RunsOnThreadsOrSynchronouslyToo) {
   EXPECT_EQ(inline_.results().at(0), std::this_thread::get_id());
 }
 
+TEST(Dispatcher, TasksOnAShutDownPoolFailAndFreeTheirSlots) {
+  ThreadPool pool(ThreadPool::Options{.threads = 1, .name = "closed pool"});
+  pool.shutdown();
+  Dispatcher<int> d({.target = Target::pool, .pool = &pool, .max_concurrency = 2});
+  for (int i = 0; i < 3; ++i) d.enqueue(square, i);
+  EXPECT_TRUE(d.run(5s));  // every task finished: none is stranded waiting for a slot
+  for (const auto& [id, status] : d.status()) EXPECT_EQ(status, Status::failed) << id;
+  EXPECT_THROW(std::rethrow_exception(d.errors().at(2)), ExecutorShutDown);
+}
+
+TEST(Dispatcher, TasksDroppedByACancellingShutdownReadCancelled) {
+  ThreadPool pool(1);
+  testing::occupy_until_cancelled(pool);
+  Dispatcher<int> d({.target = Target::pool, .pool = &pool, .max_concurrency = 1});
+  d.dispatch(square, 1);  // queued in the pool behind the busy worker
+  d.dispatch(square, 2);  // waits for the dispatcher's single slot
+  pool.shutdown(ShutdownMode::cancel);
+  EXPECT_TRUE(d.run(5s));
+  EXPECT_EQ(d.status().at(0), Status::cancelled);
+  // The second starts when the first's slot frees: on the worker, where the cancelling pool
+  // queues and then drops it, or elsewhere, where the closed pool refuses it.
+  const Status second = d.status().at(1);
+  if (second == Status::failed) {
+    EXPECT_THROW(std::rethrow_exception(d.errors().at(1)), ExecutorShutDown);
+  } else {
+    EXPECT_EQ(second, Status::cancelled);
+  }
+}
+
+TEST(Dispatcher, ManySynchronousTasksDoNotRecurse) {
+  Dispatcher<int> d({.target = Target::sync, .max_concurrency = 1});
+  for (int i = 0; i < 100'000; ++i) d.enqueue([] { return 1; });
+  EXPECT_TRUE(d.run(8s));
+  EXPECT_EQ(d.results().size(), 100'000U);
+}
+
 TEST(Dispatcher, TasksMayTakeAStopTokenThatCancelRequests) {
   Gate started;
   Dispatcher<int> d;
   const auto id = d.dispatch([started](std::stop_token stop) {
     started.open();
-    std::mutex m;
-    std::condition_variable_any cv;
-    std::unique_lock lock(m);
-    cv.wait(lock, stop, [] { return false; });
+    testing::sleep_until_stopped(stop);
     return 0;
   });
   ASSERT_TRUE(started.wait_for(5s));

@@ -148,10 +148,7 @@ TEST(Handle, CancelRunningTaskRequestsItsStopToken) {
   Gate saw_stop;
   Handle<int> h = pool.submit([&](std::stop_token stop) {
     started.open();
-    std::mutex m;
-    std::condition_variable_any cv;
-    std::unique_lock lock(m);
-    cv.wait(lock, stop, [] { return false; });  // sleeps until stop is requested
+    testing::sleep_until_stopped(stop);
     saw_stop.open();
     return 1;
   });
@@ -252,6 +249,17 @@ TEST(Handle, ThenOnAShutDownExecutorFailsTheContinuation) {
   Handle<int> next = p.handle().then(pool, [](int v) { return v; });
   p.set_value(1);
   EXPECT_THROW(next.get(), ExecutorShutDown);
+}
+
+TEST(Handle, ThenOnAnExecutorThatDropsTheWorkIsCancelled) {
+  ThreadPool pool(1);
+  testing::occupy_until_cancelled(pool);
+  Promise<int> p;
+  Handle<int> next = p.handle().then(pool, [](int v) { return v; });
+  p.set_value(1);  // the continuation is queued behind the busy worker
+  pool.shutdown(ShutdownMode::cancel);
+  EXPECT_EQ(next.status(), Status::cancelled);
+  EXPECT_THROW(next.get(), Cancelled);
 }
 
 TEST(Handle, OnCompleteRunsOnceFinishedOrAtOnce) {

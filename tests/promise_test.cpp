@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <stdexcept>
 #include <thread>
 
 namespace strand {
@@ -62,6 +63,42 @@ TEST(Promise, CancellingTheHandleStopsTheProducer) {
   EXPECT_FALSE(p.set_running());
   EXPECT_FALSE(p.set_value(3));  // dropped, not an error
   EXPECT_THROW(h.get(), Cancelled);
+}
+
+struct ThrowsOnCopy {
+  ThrowsOnCopy() = default;
+  ThrowsOnCopy(const ThrowsOnCopy&) { throw std::runtime_error("cannot copy"); }
+};
+
+TEST(Promise, AValueThatThrowsWhileMadeFailsTheHandle) {
+  Promise<ThrowsOnCopy> p;
+  const ThrowsOnCopy original;
+  EXPECT_THROW(p.set_value(original), std::runtime_error);
+  try {
+    p.handle().get();
+    FAIL() << "the handle must fail";
+  } catch (const std::runtime_error& e) {
+    EXPECT_STREQ(e.what(), "cannot copy");
+  }
+}
+
+TEST(Promise, BadArgumentsAreRefused) {
+  try {
+    Promise<int> p(Status::completed);
+    FAIL() << "a promise cannot start finished";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_STREQ(e.what(),
+                 "strand::Promise: a promise starts pending, queued or running, not finished");
+  }
+  Promise<int> p;
+  try {
+    p.set_exception(nullptr);
+    FAIL() << "a null exception_ptr must be refused";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_STREQ(e.what(), "strand::Promise::set_exception: null exception_ptr");
+  }
+  p.set_value(1);  // still usable
+  EXPECT_EQ(p.handle().get(), 1);
 }
 
 TEST(Promise, VoidPromise) {

@@ -5,9 +5,9 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
-#include <vector>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "support.hpp"
 
@@ -146,10 +146,7 @@ TEST(Runners, CancelRequestsTheStopTokenTheFunctionTakes) {
   Gate started;
   auto runner = ThreadTaskrunner([started](std::stop_token stop, int limit) {
     started.open();
-    std::mutex m;
-    std::condition_variable_any cv;
-    std::unique_lock lock(m);
-    cv.wait(lock, stop, [] { return false; });
+    testing::sleep_until_stopped(stop);
     return limit;
   });
   Handle<int> h = runner(5);

@@ -6,6 +6,8 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
+#include <stop_token>
 #include <string>
 #include <utility>
 #include <vector>
@@ -35,6 +37,26 @@ class Gate {
   std::shared_ptr<std::once_flag> once_ = std::make_shared<std::once_flag>();
   std::shared_future<void> future_;
 };
+
+// Blocks until `stop` is requested: the body of a task that only ends when cancelled.
+inline void sleep_until_stopped(const std::stop_token& stop) {
+  std::mutex m;
+  std::condition_variable_any cv;
+  std::unique_lock lock(m);
+  cv.wait(lock, stop, [] { return false; });
+}
+
+// Keeps one worker of `pool` busy until the pool shuts down cancelling (which requests the stop
+// token the task receives); returns once that worker has surely started. Call it from a test body.
+template <class Pool>
+void occupy_until_cancelled(Pool& pool) {
+  Gate busy;
+  pool.post([busy](std::stop_token stop) {
+    busy.open();
+    sleep_until_stopped(stop);
+  });
+  if (!busy.wait_for(std::chrono::seconds(5))) throw std::runtime_error("the worker never started");
+}
 
 // Installs a reporter that records every report; restores the previous reporter when destroyed.
 class ReportCapture {

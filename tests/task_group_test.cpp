@@ -125,6 +125,20 @@ TEST(TaskGroup, DestroyedWithoutWaitWaitsAndReportsTheError) {
   EXPECT_EQ(capture.reports()[0].description, "std::runtime_error: nobody asked");
 }
 
+struct CopyThrows {
+  CopyThrows() = default;
+  CopyThrows(const CopyThrows&) { throw std::runtime_error("no copy"); }
+  void operator()() const {}
+};
+
+TEST(TaskGroup, ATaskThatCannotBeCopiedInLeavesTheGroupAsItWas) {
+  ThreadPool pool(1);
+  TaskGroup group(pool);
+  const CopyThrows task;
+  EXPECT_THROW(group.run(task), std::runtime_error);
+  group.wait();  // returns at once: nothing was counted
+}
+
 TEST(TaskGroup, TasksMayTakeTheStopToken) {
   ThreadPool pool(1);
   TaskGroup group(pool);

@@ -144,10 +144,7 @@ TEST(ThreadPool, ShutdownCancelStopsRunningAndCancelsQueued) {
   Gate started;
   Handle<int> running = pool.submit([started](std::stop_token stop) {
     started.open();
-    std::mutex m;
-    std::condition_variable_any cv;
-    std::unique_lock lock(m);
-    cv.wait(lock, stop, [] { return false; });
+    testing::sleep_until_stopped(stop);
     return 1;
   });
   ASSERT_TRUE(started.wait_for(5s));
@@ -189,6 +186,48 @@ TEST(ThreadPool, IsWorkerThreadKnowsItsOwnWorkers) {
   EXPECT_FALSE(a.is_worker_thread());
   EXPECT_TRUE(a.submit([&a] { return a.is_worker_thread(); }).get());
   EXPECT_FALSE(a.submit([&b] { return b.is_worker_thread(); }).get());
+}
+
+// Two tasks that can only finish together, submitted back to back to a pool whose workers are
+// asleep: the first worker woken must wake the second, or the pair waits forever.
+TEST(ThreadPool, ABurstOnAnIdlePoolWakesEveryWorkerItNeeds) {
+  ThreadPool pool(2);
+  for (int round = 0; round < 20; ++round) {
+    // Let both workers finish searching and fall asleep: the state under test, not a wait for an
+    // event.
+    std::this_thread::sleep_for(2ms);
+    std::mutex m;
+    std::condition_variable cv;
+    int arrived = 0;
+    auto meet = [&] {
+      std::unique_lock lock(m);
+      ++arrived;
+      cv.notify_all();
+      return cv.wait_for(lock, 5s, [&] { return arrived == 2; });
+    };
+    Handle<bool> a = pool.submit(meet);
+    Handle<bool> b = pool.submit(meet);
+    ASSERT_TRUE(a.get(8s)) << "round " << round;
+    ASSERT_TRUE(b.get(8s)) << "round " << round;
+  }
+}
+
+TEST(ThreadPool, DestroyedFromItsOwnWorkerEndsCleanly) {
+  Gate destroyed;
+  struct Holder {
+    std::shared_ptr<ThreadPool> pool;
+    Gate destroyed;
+    ~Holder() {
+      pool.reset();  // the last owner: ~ThreadPool runs here, on the pool's own worker
+      destroyed.open();
+    }
+  };
+  auto pool = std::make_shared<ThreadPool>(1);
+  auto holder = std::make_shared<Holder>(Holder{pool, destroyed});
+  pool->post([holder] {});
+  holder.reset();
+  pool.reset();
+  EXPECT_TRUE(destroyed.wait_for(5s));
 }
 
 TEST(ThreadPool, AnIdlePoolUsesNoCpu) {

@@ -222,45 +222,80 @@ class Dispatcher {
     }
 
    private:
-    // Starts ready tasks while slots are free. Called with the lock held; releases it to launch.
+    // Starts ready tasks while slots are free. Called with the lock held. One thread launches at a
+    // time: a task that finishes meanwhile (or fails to start) only frees its slot and the loop
+    // here picks it up, so a synchronous target does not recurse once per task.
     void start_ready(std::unique_lock<std::mutex>& lock) {
-      std::vector<std::shared_ptr<Entry>> launch;
-      while (!ready_.empty() &&
-             (options_.max_concurrency == 0 || running_ < options_.max_concurrency)) {
-        launch.push_back(std::move(ready_.front()));
-        ready_.pop_front();
-        ++running_;
+      if (launching_) return;
+      launching_ = true;
+      for (;;) {
+        std::vector<std::shared_ptr<Entry>> launch;
+        while (!ready_.empty() &&
+               (options_.max_concurrency == 0 || running_ < options_.max_concurrency)) {
+          launch.push_back(std::move(ready_.front()));
+          ready_.pop_front();
+          ++running_;
+        }
+        if (launch.empty()) break;
+        lock.unlock();
+        for (auto& e : launch) start(std::move(e));
+        lock.lock();
       }
-      lock.unlock();
-      for (auto& e : launch) start(std::move(e));
+      launching_ = false;
     }
 
-    void start(std::shared_ptr<Entry> entry) {
-      auto self = this->shared_from_this();
-      auto job = [self, entry]() noexcept {
+    // A task's slot is free again: start whatever waits for one.
+    void slot_freed() noexcept {
+      std::unique_lock lock(mutex_);
+      --running_;
+      start_ready(lock);
+    }
+
+    // Runs one task and frees its slot. If an executor drops it unrun (a pool shutting down and
+    // cancelling), the task reads cancelled and its slot is freed all the same.
+    class Launch {
+     public:
+      Launch(std::shared_ptr<Core> core, std::shared_ptr<Entry> entry) noexcept
+          : core_(std::move(core)), entry_(std::move(entry)) {}
+      Launch(Launch&&) noexcept = default;
+      Launch& operator=(Launch&&) = delete;
+      ~Launch() {
+        // During unwinding the executor refused by throwing: start() records that instead.
+        if (entry_ && std::uncaught_exceptions() == 0) {
+          entry_->promise.handle().cancel();
+          core_->slot_freed();
+        }
+      }
+      void operator()() noexcept {
+        auto entry = std::move(entry_);
         entry->work->run(entry->promise);
         entry->work.reset();
-        std::unique_lock lock(self->mutex_);
-        --self->running_;
-        self->start_ready(lock);
-      };
+        core_->slot_freed();
+      }
+
+     private:
+      std::shared_ptr<Core> core_;
+      std::shared_ptr<Entry> entry_;
+    };
+
+    void start(std::shared_ptr<Entry> entry) {
+      Launch launch(this->shared_from_this(), entry);
       try {
         switch (options_.target) {
           case Target::pool:
-            (options_.pool != nullptr ? *options_.pool : default_pool()).post(std::move(job));
+            (options_.pool != nullptr ? *options_.pool : default_pool()).post(std::move(launch));
             break;
           case Target::thread:
-            std::thread(std::move(job)).detach();
+            std::thread(std::move(launch)).detach();
             break;
           case Target::sync:
           default:
-            job();
+            launch();
             break;
         }
       } catch (...) {  // the pool was shut down, or no thread could be made: the task fails
         entry->promise.set_exception(std::current_exception());
-        std::unique_lock lock(mutex_);
-        --running_;
+        slot_freed();
       }
     }
 
@@ -270,6 +305,7 @@ class Dispatcher {
     std::deque<std::shared_ptr<Entry>> ready_;
     std::vector<std::shared_ptr<Entry>> enqueued_;
     std::size_t running_ = 0;
+    bool launching_ = false;
   };
 
   std::shared_ptr<Core> core_;

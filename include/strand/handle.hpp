@@ -8,9 +8,9 @@
 //   h.then([](int v) { return v + 1; });   // a Handle<int> for the continuation
 //
 // A Handle is a cheap, copyable, thread-safe reference to shared state; copies watch the same task.
-// It outlives whatever produced it (runner, thread, pool). Waiting never spins: threads sleep on a
-// futex, and a pool worker that waits runs other queued work instead, so nested waits cannot
-// deadlock the pool.
+// It outlives whatever produced it (runner, thread, pool). A wait spins for about a microsecond,
+// then sleeps on a futex; a pool worker that waits runs other queued work instead, so a task may
+// wait for tasks it submitted to its own pool, even a pool of one worker.
 #pragma once
 
 #include <chrono>
@@ -46,6 +46,31 @@ struct then_result {
 template <class F>
 struct then_result<F, void> {
   using type = std::remove_cvref_t<std::invoke_result_t<F&>>;
+};
+
+// Owns a reference to a state that some closure is meant to complete; cancels it if the closure is
+// destroyed without having run (moved-from guards do nothing).
+template <class U>
+class CancelUnlessRun {
+ public:
+  explicit CancelUnlessRun(StateRef<State<U>> state) noexcept : state_(std::move(state)) {}
+  CancelUnlessRun(CancelUnlessRun&& other) noexcept
+      : state_(std::move(other.state_)), ran_(other.ran_) {}
+  CancelUnlessRun& operator=(CancelUnlessRun&&) = delete;
+  ~CancelUnlessRun() {
+    // Destroyed while an exception unwinds: the executor refused the closure by throwing, and
+    // whoever called it records that exception instead (see then_on).
+    if (state_ && !ran_ && std::uncaught_exceptions() == 0) state_->cancel();
+  }
+  // Marks the closure as run and gives the state to complete.
+  const StateRef<State<U>>& run() noexcept {
+    ran_ = true;
+    return state_;
+  }
+
+ private:
+  StateRef<State<U>> state_;
+  bool ran_ = false;
 };
 
 // Completes `target` with what `f` returns (or throws).
@@ -169,7 +194,9 @@ class Handle {
     return then_on([](auto&& run) { run(); }, std::forward<F>(f));
   }
 
-  // As then(f), but `f` runs on `executor` (anything with `post(callable)`, e.g. a ThreadPool).
+  // As then(f), but `f` runs on `executor` (anything with `post(callable)`, e.g. a ThreadPool),
+  // which must outlive this task. If the executor refuses or drops the work, the continuation's
+  // handle fails with the executor's exception or reads cancelled.
   template <class Executor, class F>
   requires requires(Executor& e) {
     e.post([] {});
@@ -227,12 +254,16 @@ class Handle {
             : (void)next->set_exception(antecedent.exception());
         return;
       }
-      auto run = [antecedent, next, f = std::move(f)]() mutable noexcept {
-        if (!next->try_start()) return;  // the continuation itself was cancelled
+      // If the executor drops the closure unrun (a cancelling shutdown), the guard cancels the
+      // continuation, so its handle still finishes.
+      auto run = [antecedent, guard = detail::CancelUnlessRun<U>{next},
+                  f = std::move(f)]() mutable noexcept {
+        auto& target = *guard.run();
+        if (!target.try_start()) return;  // the continuation itself was cancelled
         if constexpr (std::is_void_v<T>) {
-          detail::complete_with(*next, f);
+          detail::complete_with(target, f);
         } else {
-          detail::complete_with(*next, [&] { return f(antecedent.state()->value()); });
+          detail::complete_with(target, [&] { return f(antecedent.state()->value()); });
         }
       };
       try {

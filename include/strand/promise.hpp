@@ -7,11 +7,12 @@
 //   strand::Handle<int> h = p.handle();
 //   std::thread([p = std::move(p)]() mutable { p.set_value(42); }).detach();
 //
-// A promise destroyed before it is satisfied fails its handle with strand::BrokenPromise, so a
-// waiter is never left hanging.
+// A promise destroyed before it is satisfied fails its handle with strand::BrokenPromise, and a
+// value whose construction throws fails it with that exception, so a waiter is not left hanging.
 #pragma once
 
 #include <exception>
+#include <stdexcept>
 #include <stop_token>
 #include <utility>
 
@@ -24,10 +25,11 @@ namespace strand {
 template <class T = void>
 class Promise {
  public:
-  // A promise whose handle starts as `initial` (pending unless said otherwise).
+  // A promise whose handle starts as `initial`: pending, queued or running (std::invalid_argument
+  // otherwise: a finished handle needs its value or exception, given by set_value/set_exception).
   explicit Promise(Status initial = Status::pending)
       : state_(detail::StateRef<detail::State<T>>::adopt(
-            detail::make_state<detail::PlainState<T>>(initial))) {
+            detail::make_state<detail::PlainState<T>>(checked_initial(initial)))) {
     state_->enable_stop();
   }
   Promise(Promise&&) noexcept = default;
@@ -57,10 +59,17 @@ class Promise {
       static_assert(sizeof...(A) == 0, "strand::Promise<void>::set_value takes no arguments");
       return state_->set_value();
     } else {
-      return state_->set_value(std::forward<A>(a)...);
+      try {
+        return state_->set_value(std::forward<A>(a)...);
+      } catch (...) {  // making the value threw: the handle fails with that, and so does the caller
+        state_->set_exception(std::current_exception());
+        throw;
+      }
     }
   }
+  // Throws std::invalid_argument for a null exception_ptr (there would be nothing to rethrow).
   bool set_exception(std::exception_ptr error) {
+    if (!error) throw std::invalid_argument("strand::Promise::set_exception: null exception_ptr");
     claim();
     return state_->set_exception(std::move(error));
   }
@@ -70,6 +79,13 @@ class Promise {
   [[nodiscard]] bool cancelled() const { return checked()->status() == Status::cancelled; }
 
  private:
+  static Status checked_initial(Status initial) {
+    if (is_terminal(initial)) {
+      throw std::invalid_argument(
+          "strand::Promise: a promise starts pending, queued or running, not finished");
+    }
+    return initial;
+  }
   const detail::StateRef<detail::State<T>>& checked() const {
     if (!state_) throw InvalidHandle();
     return state_;

@@ -40,8 +40,9 @@ class TaskGroup : private detail::HelpWaitable {
                       std::is_invocable_v<std::decay_t<F>&, std::stop_token>,
                   "strand::TaskGroup::run: the task must be callable with no arguments or with "
                   "a std::stop_token");
-    pending_.fetch_add(1, std::memory_order_relaxed);
+    // Made before it is counted: if making it throws, the group is left as it was.
     auto job = std::make_unique<GroupJob<std::decay_t<F>>>(*this, std::forward<F>(f));
+    pending_.fetch_add(1, std::memory_order_relaxed);
     if (!detail::pool_push(pool_->core(), job.get())) {
       finish_one();
       throw ExecutorShutDown(pool_->name());

@@ -29,6 +29,9 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   void start();
   bool push(Job* job) noexcept;
   void shutdown(ShutdownMode mode);
+  // For a pool destroyed from one of its own workers: stop accepting, let the workers drain and
+  // end by themselves (they hold the core alive), join nobody.
+  void abandon() noexcept;
   // Runs this pool's jobs on the calling thread until `w` is done or the deadline passes.
   void help(const HelpWaitable& w, std::optional<std::chrono::steady_clock::time_point> deadline);
 

@@ -15,7 +15,7 @@ TaskGroup::~TaskGroup() {
 
 void TaskGroup::wait() {
   if (!is_done()) detail::help_pool_until(pool_->core(), *this);
-  // help returns early only if the pool stopped under us; then sleep on the count itself.
+  // help returns once the count is zero; this loop only guards that and clears the wake flags.
   std::uint32_t w = pending_.load(std::memory_order_acquire);
   while ((w & kCount) != 0) {
     if ((w & kWaiter) == 0) {

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <random>
 #include <stdexcept>
+#include <utility>
 
 #include "cpu_relax.hpp"
 #include "pool_core.hpp"
@@ -85,7 +86,9 @@ PoolCore::~PoolCore() {
 void PoolCore::start() {
   threads_.reserve(deques_.size());
   for (std::size_t i = 0; i < deques_.size(); ++i) {
-    threads_.emplace_back([this, i] { worker_main(i); });
+    // Each worker keeps the core alive, so a pool destroyed from one of its own tasks (which
+    // cannot join itself) is not freed under its workers' feet.
+    threads_.emplace_back([self = shared_from_this(), i] { self->worker_main(i); });
   }
 }
 
@@ -208,7 +211,7 @@ bool PoolCore::has_work() const noexcept {
   for (const auto& d : deques_) {
     if (d->maybe_nonempty()) return true;
   }
-  const std::size_t used = external_used_.load(std::memory_order_acquire);
+  const std::size_t used = external_used_.load(std::memory_order_seq_cst);  // pairs with a push
   for (std::size_t i = 0; i < used; ++i) {
     if (external_[i].deque.maybe_nonempty()) return true;
   }
@@ -261,15 +264,20 @@ void PoolCore::worker_main(std::size_t index) {
   this_worker = {this, own};
   const std::string thread_name = "strand-" + std::to_string(index);
   pthread_setname_np(pthread_self(), thread_name.substr(0, 15).c_str());
+  bool woken = false;
   for (;;) {
     Job* job = find_job(own);
     if (job == nullptr) job = search(own);
     if (job != nullptr) {
+      // A worker just woken was sent for the first of possibly many new jobs, while pushes held
+      // back their own wakes: if more is waiting, wake the next sleeper before running this one.
+      if (std::exchange(woken, false) && has_work()) wake_for_new_work();
       execute(job);
       continue;
     }
     if (stopping_.load(std::memory_order_seq_cst) && !has_work()) break;
     sleep();
+    woken = true;
   }
   flush_group_completions();
   this_worker = {};
@@ -277,7 +285,6 @@ void PoolCore::worker_main(std::size_t index) {
 
 void PoolCore::help(const HelpWaitable& w,
                     std::optional<std::chrono::steady_clock::time_point> deadline) {
-  WorkStealingDeque* own = own_deque();
   for (;;) {
     // A count this thread holds back may be all that keeps `w` from done: hand it over before
     // asking, or we would go on to run unrelated work for a group that has finished. (Every
@@ -285,6 +292,9 @@ void PoolCore::help(const HelpWaitable& w,
     flush_group_completions();
     if (w.is_done()) return;
     if (deadline && std::chrono::steady_clock::now() >= *deadline) return;
+    // Asked afresh each round: a job run here may have moved this thread to another pool's slot,
+    // and a slot given up may already belong to another thread.
+    WorkStealingDeque* own = own_deque();
     if (Job* job = find_job(own)) {
       execute(job);
       continue;
@@ -327,10 +337,25 @@ void PoolCore::shutdown(ShutdownMode mode) {
   drain_leftovers();
 }
 
+void PoolCore::abandon() noexcept {
+  accepting_.store(false, std::memory_order_seq_cst);
+  std::lock_guard lock(shutdown_mutex_);
+  stopping_.store(true, std::memory_order_seq_cst);
+  epoch_.fetch_add(1, std::memory_order_seq_cst);
+  futex_wake_all(epoch_);
+  notify_helpers();
+  for (auto& t : threads_) t.detach();
+  threads_.clear();
+}
+
 void PoolCore::drain_leftovers() noexcept {
   // An outside push that raced with the workers leaving: run it here (or discard it, if
   // cancelling), so that its handle still finishes.
-  while (Job* job = find_job(nullptr)) execute(job);
+  // find_job can come back empty-handed after losing a race for a job that another thread then
+  // takes; keep going while anything is left.
+  while (has_work()) {
+    if (Job* job = find_job(nullptr)) execute(job);
+  }
   flush_group_completions();
 }
 
@@ -369,7 +394,12 @@ ThreadPool::ThreadPool(Options options)
 }
 
 ThreadPool::~ThreadPool() {
-  if (core_ && !core_->is_current_worker()) core_->shutdown(ShutdownMode::drain);
+  if (!core_) return;
+  if (core_->is_current_worker()) {
+    core_->abandon();  // a worker cannot join itself: the workers drain, then end on their own
+  } else {
+    core_->shutdown(ShutdownMode::drain);
+  }
 }
 
 void ThreadPool::shutdown(ShutdownMode mode) {
