@@ -130,12 +130,6 @@ struct RunnerConfig {
 };
 
 template <class Config, class... A>
-inline constexpr bool callable_with_v = requires(const Config& c, const std::stop_token& t,
-                                                 A&... a) {
-  c.call(t, a...);
-};
-
-template <class Config, class... A>
 struct call_result {
   using raw = decltype(std::declval<const Config&>().call(std::declval<const std::stop_token&>(),
                                                           std::declval<A&>()...));
@@ -152,6 +146,14 @@ struct takes_token_first;
 template <class F, class... I, class... A>
 struct takes_token_first<F, std::tuple<I...>, A...>
     : std::bool_constant<std::is_invocable_v<const F&, std::stop_token, const I&..., A&...>> {};
+
+// Whether f can be called, as const, with its init and call arguments (a stop_token first or not).
+template <class F, class Init, class... A>
+struct callable_with;
+template <class F, class... I, class... A>
+struct callable_with<F, std::tuple<I...>, A...>
+    : std::bool_constant<std::is_invocable_v<const F&, const I&..., A&...> ||
+                         takes_token_first<F, std::tuple<I...>, A...>::value> {};
 
 template <class Cb, class... A>
 void invoke_callback(const Cb& cb, A&&... a) {
@@ -243,18 +245,24 @@ class Runner {
   // Starts f(init..., args...) on the runner's target and returns its handle at once.
   template <class... Args>
   auto operator()(Args&&... args) const {
-    static_assert(detail::callable_with_v<config_type, std::decay_t<Args>...>,
+    constexpr bool callable =
+        detail::callable_with<F, detail::init_tuple_t<Parts...>, std::decay_t<Args>...>::value;
+    static_assert(callable,
                   "strand: the runner's function cannot be called as const with its init "
                   "arguments followed by these arguments (a runner may call its function from "
                   "several threads at once, so a lambda must not be `mutable`)");
-    using R = typename detail::call_result<config_type, std::decay_t<Args>...>::type;
-    constexpr bool stoppable =
-        detail::takes_token_first<F, detail::init_tuple_t<Parts...>, std::decay_t<Args>...>::value;
-    auto body = [config = config_, ... a = std::decay_t<Args>(std::forward<Args>(args))](
-                    detail::State<R>& state, const std::stop_token& token) mutable noexcept {
-      detail::run_call(*config, state, token, a...);
-    };
-    return launch<R>(std::move(body), stoppable);
+    if constexpr (callable) {
+      using R = typename detail::call_result<config_type, std::decay_t<Args>...>::type;
+      constexpr bool stoppable = detail::takes_token_first<F, detail::init_tuple_t<Parts...>,
+                                                           std::decay_t<Args>...>::value;
+      auto body = [config = config_, ... a = std::decay_t<Args>(std::forward<Args>(args))](
+                      detail::State<R>& state, const std::stop_token& token) mutable noexcept {
+        detail::run_call(*config, state, token, a...);
+      };
+      return launch<R>(std::move(body), stoppable);
+    } else {
+      return Handle<void>();  // never reached: the static_assert above has failed
+    }
   }
 
   [[nodiscard]] Target target() const noexcept { return target_; }
