@@ -188,14 +188,38 @@ TEST(ThreadPool, IsWorkerThreadKnowsItsOwnWorkers) {
   EXPECT_FALSE(a.submit([&b] { return b.is_worker_thread(); }).get());
 }
 
+// Waits (yielding, bounded) until `n` workers of `pool` are asleep.
+bool wait_until_idle(const ThreadPool& pool, std::size_t n) {
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (pool.idle_workers() < n) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
+
+TEST(ThreadPool, IdleWorkersCountsTheSleepingOnes) {
+  ThreadPool pool(2);
+  ASSERT_TRUE(wait_until_idle(pool, 2));
+  Gate gate;
+  Handle<void> busy = pool.submit([gate] { gate.wait(); });
+  // Once the task runs, its worker is held by the gate and cannot be asleep.
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (busy.status() != Status::running && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::yield();
+  }
+  EXPECT_LE(pool.idle_workers(), 1U);
+  gate.open();
+  busy.get();
+  EXPECT_TRUE(wait_until_idle(pool, 2));
+}
+
 // Two tasks that can only finish together, submitted back to back to a pool whose workers are
 // asleep: the first worker woken must wake the second, or the pair waits forever.
 TEST(ThreadPool, ABurstOnAnIdlePoolWakesEveryWorkerItNeeds) {
   ThreadPool pool(2);
   for (int round = 0; round < 20; ++round) {
-    // Let both workers finish searching and fall asleep: the state under test, not a wait for an
-    // event.
-    std::this_thread::sleep_for(2ms);
+    ASSERT_TRUE(wait_until_idle(pool, 2));  // the state under test: both workers asleep
     std::mutex m;
     std::condition_variable cv;
     int arrived = 0;
@@ -232,11 +256,12 @@ TEST(ThreadPool, DestroyedFromItsOwnWorkerEndsCleanly) {
 
 TEST(ThreadPool, AnIdlePoolUsesNoCpu) {
   ThreadPool pool;
-  pool.submit([] {}).get();  // workers have started and gone idle
+  pool.submit([] {}).get();
+  ASSERT_TRUE(wait_until_idle(pool, pool.size()));  // every worker has stopped searching
   rusage before{};
   rusage after{};
   getrusage(RUSAGE_SELF, &before);
-  std::this_thread::sleep_for(1s);  // the measurement window, not a synchronisation
+  std::this_thread::sleep_for(1s);  // the measurement window itself, not a synchronisation
   getrusage(RUSAGE_SELF, &after);
   const auto cpu_us = [](const rusage& r) {
     return (r.ru_utime.tv_sec + r.ru_stime.tv_sec) * 1'000'000L + r.ru_utime.tv_usec +

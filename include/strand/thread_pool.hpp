@@ -113,6 +113,8 @@ class ThreadPool {
   void shutdown(ShutdownMode mode = ShutdownMode::drain);
 
   [[nodiscard]] std::size_t size() const noexcept;
+  // How many workers are asleep waiting for work right now: a snapshot, for monitoring and tests.
+  [[nodiscard]] std::size_t idle_workers() const noexcept;
   [[nodiscard]] bool accepting() const noexcept;
   [[nodiscard]] const std::string& name() const noexcept;
   // True on one of this pool's worker threads.

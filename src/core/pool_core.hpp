@@ -37,6 +37,7 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
 
   [[nodiscard]] bool is_current_worker() const noexcept;
   [[nodiscard]] std::size_t size() const noexcept { return deques_.size(); }
+  [[nodiscard]] std::size_t sleeping() const noexcept { return sleepers_.load(); }
   [[nodiscard]] bool accepting() const noexcept { return accepting_.load(); }
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
 

@@ -408,6 +408,9 @@ void ThreadPool::shutdown(ShutdownMode mode) {
 std::size_t ThreadPool::size() const noexcept {
   return core_->size();
 }
+std::size_t ThreadPool::idle_workers() const noexcept {
+  return core_->sleeping();
+}
 bool ThreadPool::accepting() const noexcept {
   return core_->accepting();
 }

@@ -2,7 +2,7 @@
 #include <strand/strand.hpp>
 
 int main() {
-  auto runner = strand::Taskrunner([] { return 1; }, strand::on_end([](int) {}),
-                                   strand::on_end([](int) {}));
+  auto runner =
+      strand::Taskrunner([] { return 1; }, strand::on_end([](int) {}), strand::on_end([](int) {}));
   runner();
 }
