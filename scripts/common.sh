@@ -9,7 +9,9 @@ STRAND_PACKAGES=(
   g++ cmake ninja-build
   libcli11-dev
   libgtest-dev libgmock-dev
-  libbenchmark-dev libtbb-dev libboost-dev
+  libbenchmark-dev libtbb-dev libboost-dev libboost-fiber-dev libconcurrentqueue-dev
+  nlohmann-json3-dev libsqlite3-dev libhiredis-dev libspdlog-dev
+  redis-server graphviz
 )
 
 strand_install_missing() {
