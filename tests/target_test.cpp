@@ -14,6 +14,7 @@ TEST(Target, NamesReadBack) {
   EXPECT_EQ(to_string(Target::sync), "sync");
   EXPECT_EQ(to_string(Target::thread), "thread");
   EXPECT_EQ(to_string(Target::pool), "pool");
+  EXPECT_EQ(to_string(Target::process), "process");
 }
 
 TEST(Target, AnUnknownNameListsEveryValidTarget) {
@@ -23,7 +24,7 @@ TEST(Target, AnUnknownNameListsEveryValidTarget) {
   } catch (const std::invalid_argument& e) {
     EXPECT_STREQ(e.what(),
                  "strand: unknown task target \"nope\"; valid targets are: sync, "
-                 "thread, pool");
+                 "thread, pool, process");
   }
 }
 
@@ -34,7 +35,7 @@ TEST(Target, AsTaskWithAnUnknownStringThrows) {
   } catch (const std::invalid_argument& e) {
     EXPECT_STREQ(e.what(),
                  "strand: unknown task target \"nope\"; valid targets are: sync, "
-                 "thread, pool");
+                 "thread, pool, process");
   }
   EXPECT_THROW((void)as_task("", [] {}), std::invalid_argument);
   EXPECT_THROW((void)as_task("Thread", [] {}), std::invalid_argument);  // names are exact

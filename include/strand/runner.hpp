@@ -25,6 +25,7 @@
 #include <exception>
 #include <memory>
 #include <ranges>
+#include <stdexcept>
 #include <stop_token>
 #include <string_view>
 #include <thread>
@@ -34,6 +35,7 @@
 
 #include "strand/callbacks.hpp"
 #include "strand/handle.hpp"
+#include "strand/process.hpp"
 #include "strand/target.hpp"
 #include "strand/thread_pool.hpp"
 
@@ -85,6 +87,16 @@ auto pick_init(P&... parts) {
   }(parts)...);
 }
 
+inline ProcessOptions pick_process_options(const auto&... parts) {
+  ProcessOptions options;
+  (
+      [&](const auto& p) {
+        if constexpr (std::is_same_v<std::remove_cvref_t<decltype(p)>, ProcessOptions>) options = p;
+      }(parts),
+      ...);
+  return options;
+}
+
 inline ThreadPool* pick_pool(const auto&... parts) {
   ThreadPool* pool = nullptr;
   (
@@ -105,6 +117,7 @@ struct RunnerConfig {
   std::tuple_element_t<0, typename option_of<OnEnd, Parts...>::type> end;
   std::tuple_element_t<0, typename option_of<OnError, Parts...>::type> error;
   ThreadPool* pool;
+  ProcessOptions process_options;
 
   static constexpr bool has_iter = !std::is_same_v<decltype(iter), NoCallback>;
   static constexpr bool has_end = !std::is_same_v<decltype(end), NoCallback>;
@@ -116,7 +129,8 @@ struct RunnerConfig {
         iter(option_of<OnIter, Parts...>::pick(parts...)),
         end(option_of<OnEnd, Parts...>::pick(parts...)),
         error(option_of<OnError, Parts...>::pick(parts...)),
-        pool(pick_pool(parts...)) {}
+        pool(pick_pool(parts...)),
+        process_options(pick_process_options(parts...)) {}
 
   // f(init..., args...), with a stop_token first if f takes one.
   template <class... A>
@@ -154,39 +168,6 @@ template <class F, class... I, class... A>
 struct callable_with<F, std::tuple<I...>, A...>
     : std::bool_constant<std::is_invocable_v<const F&, const I&..., A&...> ||
                          takes_token_first<F, std::tuple<I...>, A...>::value> {};
-
-template <class Cb, class... A>
-void invoke_callback(const Cb& cb, A&&... a) {
-  if constexpr (std::is_invocable_v<const decltype(cb.f)&, A...>) {
-    cb.f(std::forward<A>(a)...);
-  } else {
-    static_assert(std::is_invocable_v<const decltype(cb.f)&>,
-                  "strand: on_end must be callable with the function's result (const R&) or with "
-                  "nothing");
-    cb.f();
-  }
-}
-
-template <class Cb>
-void invoke_error_callback(const Cb& cb, const std::exception_ptr& error) noexcept {
-  try {
-    if constexpr (std::is_invocable_v<const decltype(cb.f)&, std::exception_ptr>) {
-      cb.f(error);
-    } else {
-      static_assert(std::is_invocable_v<const decltype(cb.f)&, const std::exception&>,
-                    "strand: on_error must be callable with std::exception_ptr or with "
-                    "const std::exception&");
-      try {
-        std::rethrow_exception(error);
-      } catch (const std::exception& e) {
-        cb.f(e);
-      } catch (...) {  // not a std::exception: nothing to pass; the handle still has it
-      }
-    }
-  } catch (...) {
-    report_error("strand: an on_error callback threw", std::current_exception());
-  }
-}
 
 // Runs one call: the function, then on_iter per element / on_end, completing `state`.
 template <class Config, class R, class... A>
@@ -253,6 +234,9 @@ class Runner {
                   "several threads at once, so a lambda must not be `mutable`)");
     if constexpr (callable) {
       using R = typename detail::call_result<config_type, std::decay_t<Args>...>::type;
+      if (target_ == Target::process) {
+        return launch_in_process<R>(std::decay_t<Args>(std::forward<Args>(args))...);
+      }
       constexpr bool stoppable = detail::takes_token_first<F, detail::init_tuple_t<Parts...>,
                                                            std::decay_t<Args>...>::value;
       auto body = [config = config_, ... a = std::decay_t<Args>(std::forward<Args>(args))](
@@ -268,6 +252,20 @@ class Runner {
   [[nodiscard]] Target target() const noexcept { return target_; }
 
  private:
+  template <class R, class... A>
+  Handle<R> launch_in_process(A... args) const {
+    using call = detail::process_call<config_type, A...>;
+    if constexpr (call::serializable) {
+      return detail::launch_process(config_, config_->process_options,
+                                    std::tuple<A...>(std::move(args)...));
+    } else {
+      throw std::invalid_argument(
+          "strand: the process target needs a result that can cross a process boundary, and " +
+          type_name<typename call::crossing>() +
+          " cannot (give it nlohmann to_json/from_json; see strand/serialize.hpp)");
+    }
+  }
+
   template <class R, class Body>
   Handle<R> launch(Body body, bool stoppable) const {
     switch (target_) {
@@ -329,6 +327,27 @@ class PoolTaskrunner : public Runner<F, Parts...> {
 template <class F, class... Parts>
 PoolTaskrunner(F, Parts...) -> PoolTaskrunner<F, Parts...>;
 
+// Runs each call in a forked child process (see strand/process.hpp); takes ProcessOptions too.
+template <class F, class... Parts>
+class ProcessTaskrunner : public Runner<F, Parts...> {
+ public:
+  explicit ProcessTaskrunner(F f, Parts... parts)
+      : Runner<F, Parts...>(Target::process, std::move(f), std::move(parts)...) {}
+
+  template <class... Args>
+  auto operator()(Args&&... args) const {
+    using config = typename Runner<F, Parts...>::config_type;
+    using call = detail::process_call<config, std::decay_t<Args>...>;
+    static_assert(call::serializable,
+                  "strand: a process task's result (or, with on_iter, each element) must cross a "
+                  "process boundary: give the type nlohmann to_json/from_json functions (or "
+                  "NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE), see strand/serialize.hpp");
+    return Runner<F, Parts...>::operator()(std::forward<Args>(args)...);
+  }
+};
+template <class F, class... Parts>
+ProcessTaskrunner(F, Parts...) -> ProcessTaskrunner<F, Parts...>;
+
 template <class T>
 concept not_a_target = !std::is_convertible_v<const T&, std::string_view> && !requires {
   std::remove_cvref_t<T>::value;
@@ -344,7 +363,11 @@ requires not_a_target<F>
 // as_task(strand::pool, f, parts...): the target named by a tag.
 template <Target T, class F, class... Parts>
 [[nodiscard]] auto as_task(TargetTag<T>, F f, Parts... parts) {
-  return Runner<F, Parts...>(T, std::move(f), std::move(parts)...);
+  if constexpr (T == Target::process) {
+    return ProcessTaskrunner<F, Parts...>(std::move(f), std::move(parts)...);
+  } else {
+    return Runner<F, Parts...>(T, std::move(f), std::move(parts)...);
+  }
 }
 
 // as_task("pool", f, parts...): the target named by a string; std::invalid_argument listing the

@@ -10,9 +10,10 @@
 namespace strand {
 
 enum class Target {
-  sync,    // in the calling thread, before the call returns
-  thread,  // a new thread per call
-  pool,    // a worker of a ThreadPool (strand::default_pool() unless use_pool(...) says otherwise)
+  sync,     // in the calling thread, before the call returns
+  thread,   // a new thread per call
+  pool,     // a worker of a ThreadPool (strand::default_pool() unless use_pool(...) says otherwise)
+  process,  // a forked child process; the result comes back serialized (strand/process.hpp)
 };
 
 template <Target T>
@@ -22,15 +23,17 @@ struct TargetTag {
 inline constexpr TargetTag<Target::sync> sync{};
 inline constexpr TargetTag<Target::thread> thread{};
 inline constexpr TargetTag<Target::pool> pool{};
+inline constexpr TargetTag<Target::process> process{};
 
-// "sync", "thread", "pool".
+// "sync", "thread", "pool", "process".
 [[nodiscard]] std::string_view to_string(Target target) noexcept;
 
 // Every target this build knows, in the order to_string names them.
 [[nodiscard]] std::span<const Target> all_targets() noexcept;
 
 // The target named `name`. Throws std::invalid_argument naming every valid target, e.g.
-// `strand: unknown task target "nope"; valid targets are: sync, thread, pool`.
+// `strand: unknown task target "nope"; valid targets are: sync, thread, pool,
+// process`.
 [[nodiscard]] Target parse_target(std::string_view name);
 
 }  // namespace strand

@@ -1,5 +1,7 @@
 #include "strand/errors.hpp"
 
+#include "fork_hooks.hpp"
+
 #include <cxxabi.h>
 
 #include <cstdio>
@@ -50,7 +52,20 @@ ReporterSlot& reporter_slot() {
   return slot;
 }
 
+// Every program that links strand reaches this file (a Handle can throw), so the fork handlers are
+// registered before any fork the program makes.
+[[maybe_unused]] const bool fork_handlers_installed = (detail::install_fork_handlers(), true);
+
 }  // namespace
+
+namespace detail {
+void lock_error_reporter() noexcept {
+  reporter_slot().mutex.lock();
+}
+void unlock_error_reporter() noexcept {
+  reporter_slot().mutex.unlock();
+}
+}  // namespace detail
 
 Timeout::Timeout(std::chrono::nanoseconds waited)
     : Error("strand: timed out after " + format_duration(waited) + " waiting for a task") {}

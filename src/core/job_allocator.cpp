@@ -8,6 +8,7 @@
 #include <mutex>
 #include <new>
 
+#include "fork_hooks.hpp"
 #include "strand/detail/job.hpp"
 
 namespace strand::detail {
@@ -49,6 +50,17 @@ Orphans& orphans() {
   static Orphans* o = new Orphans;  // never destroyed: threads may end during static destruction
   return *o;
 }
+
+}  // namespace
+
+void lock_job_orphans() noexcept {
+  orphans().mutex.lock();
+}
+void unlock_job_orphans() noexcept {
+  orphans().mutex.unlock();
+}
+
+namespace {
 
 // Blocks this thread freed for another thread, waiting to go back in one push.
 struct Pending {

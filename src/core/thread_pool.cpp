@@ -4,11 +4,14 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <atomic>
+#include <mutex>
 #include <random>
 #include <stdexcept>
 #include <utility>
 
 #include "cpu_relax.hpp"
+#include "fork_hooks.hpp"
 #include "pool_core.hpp"
 #include "strand/detail/futex.hpp"
 
@@ -421,11 +424,38 @@ bool ThreadPool::is_worker_thread() const noexcept {
   return core_->is_current_worker();
 }
 
+namespace {
+// The default pool is made on first use and never destroyed: a task still running while the program
+// exits must not meet a dead pool. A forked child forgets it (see fork_hooks.hpp).
+std::atomic<ThreadPool*> the_default_pool{nullptr};
+std::mutex& default_pool_mutex() {
+  static std::mutex m;
+  return m;
+}
+}  // namespace
+
+namespace detail {
+void lock_default_pool() noexcept {
+  default_pool_mutex().lock();
+}
+void unlock_default_pool() noexcept {
+  default_pool_mutex().unlock();
+}
+void forget_default_pool() noexcept {
+  the_default_pool.store(nullptr, std::memory_order_relaxed);
+}
+}  // namespace detail
+
 ThreadPool& default_pool() {
-  // Never destroyed: a task still running while the program exits must not meet a dead pool.
-  static ThreadPool* pool = std::make_unique<ThreadPool>(
-                                ThreadPool::Options{.threads = 0, .name = "strand::default_pool()"})
-                                .release();
+  if (ThreadPool* pool = the_default_pool.load(std::memory_order_acquire)) return *pool;
+  std::lock_guard lock(default_pool_mutex());
+  ThreadPool* pool = the_default_pool.load(std::memory_order_relaxed);
+  if (pool == nullptr) {
+    pool = std::make_unique<ThreadPool>(
+               ThreadPool::Options{.threads = 0, .name = "strand::default_pool()"})
+               .release();
+    the_default_pool.store(pool, std::memory_order_release);
+  }
   return *pool;
 }
 

@@ -6,7 +6,8 @@
 
 namespace strand {
 namespace {
-constexpr std::array<Target, 3> kTargets = {Target::sync, Target::thread, Target::pool};
+constexpr std::array<Target, 4> kTargets = {Target::sync, Target::thread, Target::pool,
+                                            Target::process};
 }  // namespace
 
 std::string_view to_string(Target target) noexcept {
@@ -17,6 +18,8 @@ std::string_view to_string(Target target) noexcept {
       return "thread";
     case Target::pool:
       return "pool";
+    case Target::process:
+      return "process";
   }
   return "unknown";
 }
