@@ -30,6 +30,7 @@
 #include <boost/asio/thread_pool.hpp>
 
 #include "strand/task_group.hpp"
+#include "ratio_table.hpp"
 #include "strand/thread_pool.hpp"
 
 namespace {
@@ -238,89 +239,23 @@ void register_benchmarks() {
   add(kFibTbb, fib_tbb_group, 200);
 }
 
-struct Result {
-  double real_ms = 0;      // per iteration
-  double ns_per_task = 0;  // 0 for fib
+// ns per task for the empty tasks (std::async runs fewer, so only per task compares), ms per
+// round for fib.
+constexpr strand::bench::Ratio kRows[] = {
+    {"TaskGroup / oneTBB task_group", kStrandGroup, kTbbGroup, "<= 0.80", 0.8, false, "per_task",
+     1e9},
+    {"TaskGroup / mutex+cv pool", kStrandGroup, kMutexPool, "< 1.00", 1.0, true, "per_task", 1e9},
+    {"TaskGroup / Boost.Asio thread_pool", kStrandGroup, kAsioPool, "", 0, false, "per_task", 1e9},
+    {"TaskGroup / std::async", kStrandGroup, kStdAsync, "", 0, false, "per_task", 1e9},
+    {"Handles / oneTBB task_group", kStrandHandles, kTbbGroup, "", 0, false, "per_task", 1e9},
+    {"Handles / TaskGroup", kStrandHandles, kStrandGroup, "", 0, false, "per_task", 1e9},
+    {"Handles / mutex+cv pool", kStrandHandles, kMutexPool, "", 0, false, "per_task", 1e9},
+    {"fib(27) TaskGroup / oneTBB", kFibStrand, kFibTbb, "<= 1.00", 1.0},
 };
-
-// The console output as usual, and each benchmark's result kept for the ratio table.
-class RecordingReporter : public benchmark::ConsoleReporter {
- public:
-  RecordingReporter() : ConsoleReporter(OO_Tabular) {}  // no colour: the output often goes to a log
-
-  void ReportRuns(const std::vector<Run>& runs) override {
-    ConsoleReporter::ReportRuns(runs);
-    for (const Run& run : runs) {
-      if (run.run_type != Run::RT_Iteration || run.error_occurred) continue;
-      // benchmark_name() carries the options ("/iterations:5/real_time"); the table wants the
-      // registered name.
-      const std::string& name = run.run_name.function_name;
-      Result result{run.GetAdjustedRealTime(), 0};
-      if (auto it = run.counters.find("per_task"); it != run.counters.end()) {
-        result.ns_per_task = it->second.value * 1e9;
-      }
-      // With --benchmark_repetitions, keep the fastest repetition: the least disturbed one.
-      auto [slot, fresh] = results_.try_emplace(name, result);
-      if (!fresh && result.real_ms < slot->second.real_ms) slot->second = result;
-    }
-  }
-
-  [[nodiscard]] const std::map<std::string, Result>& results() const { return results_; }
-
- private:
-  std::map<std::string, Result> results_;
-};
-
-void print_ratios(const std::map<std::string, Result>& results) {
-  struct Row {
-    const char* label;
-    const char* ours;
-    const char* peer;
-    const char* target;  // "" for rows shown for information only
-    double limit;
-    bool strict;
-  };
-  const Row rows[] = {
-      {"TaskGroup / oneTBB task_group", kStrandGroup, kTbbGroup, "<= 0.80", 0.8, false},
-      {"TaskGroup / mutex+cv pool", kStrandGroup, kMutexPool, "< 1.00", 1.0, true},
-      {"TaskGroup / Boost.Asio thread_pool", kStrandGroup, kAsioPool, "", 0, false},
-      {"TaskGroup / std::async", kStrandGroup, kStdAsync, "", 0, false},
-      {"Handles / oneTBB task_group", kStrandHandles, kTbbGroup, "", 0, false},
-      {"Handles / TaskGroup", kStrandHandles, kStrandGroup, "", 0, false},
-      {"Handles / mutex+cv pool", kStrandHandles, kMutexPool, "", 0, false},
-      {"fib(27) TaskGroup / oneTBB", kFibStrand, kFibTbb, "<= 1.00", 1.0, false},
-  };
-  std::printf("\nRatios, ours / peer (below 1: ours is faster); ns/task, fib in ms\n");
-  std::printf("%-40s %10s %10s %7s %8s  %s\n", "", "ours", "peer", "ratio", "target", "verdict");
-  for (const Row& row : rows) {
-    const auto ours = results.find(row.ours);
-    const auto peer = results.find(row.peer);
-    if (ours == results.end() || peer == results.end()) {
-      std::printf("%-40s %10s\n", row.label, "no result");
-      continue;
-    }
-    // Per task for the empty tasks (std::async runs fewer), per round for fib.
-    const bool per_task = ours->second.ns_per_task > 0 && peer->second.ns_per_task > 0;
-    const double a = per_task ? ours->second.ns_per_task : ours->second.real_ms;
-    const double b = per_task ? peer->second.ns_per_task : peer->second.real_ms;
-    const double ratio = a / b;
-    const char* verdict = "";
-    if (row.target[0] != '\0') {
-      verdict = (row.strict ? ratio < row.limit : ratio <= row.limit) ? "met" : "MISSED";
-    }
-    std::printf("%-40s %10.3f %10.3f %7.3f %8s  %s\n", row.label, a, b, ratio, row.target, verdict);
-  }
-}
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  register_benchmarks();
-  RecordingReporter reporter;
-  benchmark::RunSpecifiedBenchmarks(&reporter);
-  benchmark::Shutdown();
-  print_ratios(reporter.results());
-  return 0;
+  return strand::bench::run(argc, argv, register_benchmarks, kRows,
+                            "below 1: ours is faster; ns per task, fib in ms per round");
 }

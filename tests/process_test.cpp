@@ -370,6 +370,9 @@ TEST_F(Process, ANonSerializableResultWithAStringTargetIsRefusedClearly) {
 }
 
 TEST_F(Process, TheChildCanUseTheDefaultPool) {
+#ifdef STRAND_TSAN
+  GTEST_SKIP() << "ThreadSanitizer does not support starting threads after a multithreaded fork";
+#endif
   (void)strand::default_pool().submit([] { return 1; }).get();  // the parent's pool exists
   auto nested = strand::as_task(
       strand::process, [] { return strand::default_pool().submit([] { return 6 * 7; }).get(2s); });
