@@ -234,13 +234,17 @@ class Watcher {
         case detail::FrameKind::item:
           sink_->item(payload);
           return;
+        // A result is final: the handle completes now, without waiting for the child's exit
+        // (it is _exit(0) next, and is reaped all the same).
         case detail::FrameKind::value:
           sink_->value(payload);
           outcome_ = Outcome::value;
+          if (sink_->state().status() != Status::cancelled) sink_->succeed();
           return;
         case detail::FrameKind::error:
           error_ = to_exception(decode<ErrorInfo>(payload));
           outcome_ = Outcome::error;
+          if (sink_->state().status() != Status::cancelled) sink_->fail(error_, true);
           return;
         case detail::FrameKind::crash:
           crash_ = std::string(payload);
@@ -276,14 +280,10 @@ class Watcher {
         return;
       }
       if (broken_) return crashed(*broken_, status);
-      const bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
       switch (outcome_) {
         case Outcome::value:
-          if (clean) return sink_->succeed();
-          break;
         case Outcome::error:
-          if (clean) return sink_->fail(error_, true);
-          break;
+          return;  // finished when the frame arrived
         case Outcome::parent_error:
           return sink_->fail(error_, false);
         case Outcome::crash:
