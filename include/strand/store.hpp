@@ -1,0 +1,159 @@
+// strand/store.hpp — where results outlive the process: a map from key to computation record.
+//
+//   auto store = strand::open_store("sqlite:///var/lib/app/jobs.db", {.ttl = 1h});
+//   std::string key = store->create_key();
+//   store->set({.key = key, .status = strand::Status::running});
+//   store->update(key, [](std::optional<strand::Record> r) { r->progress = 0.5; return r; });
+//   strand::Record r = store->get(key);          // a missing key reads as pending
+//   store->wait_terminal(key, deadline);         // by notification where the store has one
+//
+// Stores: MemoryStore (this process only), FileSystemStore (a directory, a file per key, written to
+// a temporary file then renamed into place), SqliteStore (WAL, busy timeout, schema version checked
+// at open; many processes at once). `open_store(url)` takes "memory:", "file:///path" and
+// "sqlite:///path.db". Each store writes its records in one Format (JSON or MessagePack).
+//
+// Every write goes through `set` or `update`; `update` is an atomic read-modify-write (a
+// transaction in SQLite, a lock file in the filesystem store), which is what status changes,
+// progress and the job queue's claims build on. `version` grows with every write of a record.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "strand/errors.hpp"
+#include "strand/serialize.hpp"
+#include "strand/status.hpp"
+
+namespace strand {
+
+// What a store keeps about one computation (or, later, one job).
+struct Record {
+  using time_point = std::chrono::system_clock::time_point;
+
+  std::string key;
+  Status status = Status::pending;
+  nlohmann::json value;            // the result as a document (null until completed)
+  std::optional<ErrorInfo> error;  // why it failed
+  time_point created{};            // set by the store on first write when left at epoch
+  std::optional<time_point> started{};
+  std::optional<time_point> completed{};
+  nlohmann::json metadata = nlohmann::json::object();
+  double progress = 0;  // 0..1, from report_progress
+  std::string progress_message{};
+  std::uint64_t version = 0;  // set by the store: 1 on first write, +1 on each write
+
+  friend bool operator==(const Record&, const Record&) = default;
+};
+void to_json(nlohmann::json& out, const Record& record);
+void from_json(const nlohmann::json& in, Record& record);
+
+// A key that is empty, too long (over 200 bytes), or holds '/', '\\', a NUL or a control
+// character, or is "." or "..". Nothing is read or written for it.
+class InvalidKey : public Error {
+ public:
+  InvalidKey(std::string_view key, std::string_view why);
+};
+
+// A store that cannot be opened or used: a bad URL, a directory that cannot be written, a file that
+// is not an SQLite database, a schema of another version, an I/O error.
+class StoreError : public Error {
+ public:
+  using Error::Error;
+};
+
+// Throws InvalidKey if `key` cannot name a record.
+void validate_key(std::string_view key);
+
+struct StoreOptions {
+  Format format = Format::json;
+  // Records older than this (from `completed`, or `created` while unfinished) are expired.
+  std::optional<std::chrono::seconds> ttl{};
+  // On each get/set, the chance that the store also runs cleanup_expired() (as in the seed).
+  double cleanup_probability = 0.0;
+};
+
+class Store {
+ public:
+  using clock = std::chrono::steady_clock;
+  using UpdateFn = std::function<std::optional<Record>(std::optional<Record>)>;
+
+  virtual ~Store() = default;
+
+  [[nodiscard]] virtual Format format() const noexcept = 0;
+  // The URL open_store() would reopen this store with ("sqlite:///tmp/x.db").
+  [[nodiscard]] virtual std::string url() const = 0;
+  [[nodiscard]] const StoreOptions& options() const noexcept { return options_; }
+
+  // A new unique key (random, 32 hex digits); nothing is written yet.
+  [[nodiscard]] virtual std::string create_key();
+
+  // The record, or nullopt if there is none (or it expired). A record that does not decode reads
+  // as FAILED with a strand::DecodeError as its error; other keys are unaffected.
+  [[nodiscard]] virtual std::optional<Record> find(std::string_view key) = 0;
+  // The record; a missing key reads as a pending record with that key.
+  [[nodiscard]] Record get(std::string_view key);
+  // Inserts or replaces; returns the record as written (with its version and created time).
+  virtual Record set(Record record) = 0;
+  // Atomic read-modify-write: `f` gets the current record (nullopt if missing) and returns the new
+  // one, or nullopt to write nothing. Returns what is stored afterwards (nullopt if nothing).
+  virtual std::optional<Record> update(std::string_view key, const UpdateFn& f) = 0;
+  // True if there was a record.
+  virtual bool erase(std::string_view key) = 0;
+  [[nodiscard]] virtual std::vector<std::string> keys() = 0;
+  [[nodiscard]] virtual std::size_t size() = 0;
+
+  [[nodiscard]] bool is_expired(const Record& record) const;
+  // Removes expired records; returns how many.
+  virtual std::size_t cleanup_expired() = 0;
+
+  // Waits until the record is terminal (completed, failed, cancelled) or `deadline` passes, and
+  // returns it as it is then. Writes made through any Store object of this process on the same
+  // location wake it at once; writes of other processes are seen by the store's own notification
+  // (inotify for the filesystem) or by polling with back-off (1 ms growing to 50 ms).
+  virtual Record wait_terminal(std::string_view key, clock::time_point deadline) = 0;
+
+ protected:
+  explicit Store(StoreOptions options) : options_(options) {}
+  // Runs cleanup_expired() with the configured probability; stores call it on get and set.
+  void maybe_cleanup();
+
+ private:
+  StoreOptions options_;
+};
+
+// Records in this process's memory: fast, shared by every Store handle to it, gone at exit.
+class MemoryStore final : public Store {
+ public:
+  static std::shared_ptr<MemoryStore> open(StoreOptions options = {});
+  explicit MemoryStore(StoreOptions options);
+  ~MemoryStore() override;
+
+  [[nodiscard]] Format format() const noexcept override { return options().format; }
+  [[nodiscard]] std::string url() const override { return "memory:"; }
+  [[nodiscard]] std::optional<Record> find(std::string_view key) override;
+  Record set(Record record) override;
+  std::optional<Record> update(std::string_view key, const UpdateFn& f) override;
+  bool erase(std::string_view key) override;
+  [[nodiscard]] std::vector<std::string> keys() override;
+  [[nodiscard]] std::size_t size() override;
+  std::size_t cleanup_expired() override;
+  Record wait_terminal(std::string_view key, clock::time_point deadline) override;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// open_store("memory:"), ("file:///path/to/dir"), ("sqlite:///path/to.db"). A URL with another
+// scheme, or without a path, is a StoreError naming the URL and the schemes it knows.
+[[nodiscard]] std::shared_ptr<Store> open_store(std::string_view url, StoreOptions options = {});
+
+}  // namespace strand

@@ -1,0 +1,120 @@
+#include "strand/store.hpp"
+
+#include <cstdio>
+#include <random>
+
+namespace strand {
+namespace {
+
+std::int64_t to_ms(Record::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+Record::time_point from_ms(std::int64_t ms) {
+  return Record::time_point(std::chrono::milliseconds(ms));
+}
+
+template <class T>
+void put_optional_time(nlohmann::json& out, const char* name, const std::optional<T>& t) {
+  if (t) out[name] = to_ms(*t);
+}
+
+std::optional<Record::time_point> get_optional_time(const nlohmann::json& in, const char* name) {
+  const auto it = in.find(name);
+  if (it == in.end() || it->is_null()) return std::nullopt;
+  return from_ms(it->get<std::int64_t>());
+}
+
+}  // namespace
+
+void to_json(nlohmann::json& out, const Record& r) {
+  out = nlohmann::json{{"key", r.key},
+                       {"status", std::string(to_string(r.status))},
+                       {"value", r.value},
+                       {"created", to_ms(r.created)},
+                       {"metadata", r.metadata},
+                       {"progress", r.progress},
+                       {"progress_message", r.progress_message},
+                       {"version", r.version}};
+  if (r.error) out["error"] = *r.error;
+  put_optional_time(out, "started", r.started);
+  put_optional_time(out, "completed", r.completed);
+}
+
+void from_json(const nlohmann::json& in, Record& r) {
+  in.at("key").get_to(r.key);
+  const auto status = in.at("status").get<std::string>();
+  const auto parsed = status_from_string(status);
+  if (!parsed) throw std::invalid_argument("unknown status \"" + status + "\"");
+  r.status = *parsed;
+  r.value = in.value("value", nlohmann::json());
+  r.error.reset();
+  if (const auto it = in.find("error"); it != in.end() && !it->is_null()) {
+    r.error = it->get<ErrorInfo>();
+  }
+  r.created = from_ms(in.value("created", std::int64_t{0}));
+  r.started = get_optional_time(in, "started");
+  r.completed = get_optional_time(in, "completed");
+  r.metadata = in.value("metadata", nlohmann::json::object());
+  r.progress = in.value("progress", 0.0);
+  r.progress_message = in.value("progress_message", std::string());
+  r.version = in.value("version", std::uint64_t{0});
+}
+
+InvalidKey::InvalidKey(std::string_view key, std::string_view why)
+    : Error([&] {
+        std::string shown;  // the key as printable text: control characters escaped
+        for (const char c : key) {
+          if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned char>(c));
+            shown += buf;
+          } else {
+            shown += c;
+          }
+        }
+        return "strand: invalid store key \"" + shown + "\": " + std::string(why);
+      }()) {}
+
+void validate_key(std::string_view key) {
+  if (key.empty()) throw InvalidKey(key, "it is empty");
+  if (key.size() > 200) throw InvalidKey(key, "it is longer than 200 bytes");
+  if (key == "." || key == "..") throw InvalidKey(key, "it names a directory");
+  for (const char c : key) {
+    if (c == '/' || c == '\\') throw InvalidKey(key, "it contains a path separator");
+    if (c == '\0') throw InvalidKey(key, "it contains a NUL byte");
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+      throw InvalidKey(key, "it contains a control character");
+    }
+  }
+}
+
+std::string Store::create_key() {
+  thread_local std::mt19937_64 random(std::random_device{}());
+  char buf[33];
+  std::snprintf(buf, sizeof buf, "%016llx%016llx", static_cast<unsigned long long>(random()),
+                static_cast<unsigned long long>(random()));
+  return buf;
+}
+
+Record Store::get(std::string_view key) {
+  if (auto found = find(key)) return std::move(*found);
+  Record r;
+  r.key = std::string(key);
+  return r;
+}
+
+bool Store::is_expired(const Record& record) const {
+  if (!options_.ttl) return false;
+  const auto since = record.completed ? *record.completed : record.created;
+  return std::chrono::system_clock::now() - since > *options_.ttl;
+}
+
+void Store::maybe_cleanup() {
+  if (options_.cleanup_probability <= 0) return;
+  thread_local std::mt19937 random(std::random_device{}());
+  if (std::uniform_real_distribution<double>(0, 1)(random) < options_.cleanup_probability) {
+    (void)cleanup_expired();
+  }
+}
+
+}  // namespace strand
