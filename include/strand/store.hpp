@@ -78,6 +78,9 @@ struct StoreOptions {
   std::optional<std::chrono::seconds> ttl{};
   // On each get/set, the chance that the store also runs cleanup_expired() (as in the seed).
   double cleanup_probability = 0.0;
+  // Survive a power cut, at a cost: the filesystem store fsyncs each record file and its directory,
+  // the SQLite store commits with synchronous=FULL. Off by default (a record survives its process).
+  bool durable = false;
 };
 
 class Store {
@@ -106,6 +109,7 @@ class Store {
   virtual Record set(Record record) = 0;
   // Atomic read-modify-write: `f` gets the current record (nullopt if missing) and returns the new
   // one, or nullopt to write nothing. Returns what is stored afterwards (nullopt if nothing).
+  // `f` runs while the store is locked: it must not call the store itself.
   virtual std::optional<Record> update(std::string_view key, const UpdateFn& f) = 0;
   // True if there was a record.
   virtual bool erase(std::string_view key) = 0;
