@@ -227,13 +227,13 @@ TEST(ComputationHandle, CancelACompletedComputationIsFalse) {
 }
 
 TEST(ComputationHandle, CancelStopsARunningThreadComputation) {
-  std::atomic<bool> stopped{false};
   strand::testing::Gate started;
+  strand::testing::Gate stopped;  // Gates, not locals by reference: the function may outlive us
   auto fn = strand::async_compute(
-      [&, started](std::stop_token stop) {
+      [started, stopped](std::stop_token stop) {
         started.open();
         strand::testing::sleep_until_stopped(stop);
-        stopped = true;
+        stopped.open();
         return 1;
       },
       memory_on(Target::thread));
@@ -242,7 +242,8 @@ TEST(ComputationHandle, CancelStopsARunningThreadComputation) {
   EXPECT_TRUE(c.cancel());
   EXPECT_EQ(c.status(), Status::cancelled);
   EXPECT_THROW(c.get_result(5s), strand::Cancelled);
-  EXPECT_TRUE(stopped.load());  // the function saw its stop token
+  EXPECT_TRUE(stopped.wait_for(5s));  // the function saw its stop token
+  EXPECT_EQ(c.status(), Status::cancelled);  // and its late result was not recorded
 }
 
 TEST(ComputationHandle, AMalformedKeyIsRefused) {
