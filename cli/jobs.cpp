@@ -34,8 +34,8 @@ std::string duration_of(const Record& r) {
   if (!r.started) return "-";
   const auto end = r.completed ? *r.completed : std::chrono::system_clock::now();
   std::ostringstream out;
-  out << std::fixed << std::setprecision(3) << std::chrono::duration<double>(end - *r.started).count()
-      << "s";
+  out << std::fixed << std::setprecision(3)
+      << std::chrono::duration<double>(end - *r.started).count() << "s";
   return out.str();
 }
 
@@ -82,13 +82,14 @@ int jobs_ls(const JobsOptions& options, std::ostream& out, std::ostream& err) {
   return guarded(err, [&] {
     auto store = open(options);
     std::vector<Record> records;
-    for (const auto& key : store->keys()) {
+    for (const auto& key : options.keys.empty() ? store->keys() : options.keys) {
       if (auto r = store->find(key)) records.push_back(std::move(*r));
     }
     std::sort(records.begin(), records.end(),
               [](const Record& a, const Record& b) { return a.created < b.created; });
     out << std::left << std::setw(34) << "KEY" << std::setw(11) << "STATUS" << std::setw(16)
-        << "FUNCTION" << std::setw(10) << "PROGRESS" << std::setw(21) << "CREATED" << "DURATION\n";
+        << "FUNCTION" << std::setw(10) << "PROGRESS" << std::setw(21) << "CREATED"
+        << "DURATION\n";
     for (const auto& r : records) {
       const std::string function = r.metadata.is_object() && r.metadata.contains("function") &&
                                            r.metadata["function"].is_string()
@@ -128,20 +129,19 @@ int jobs_wait(const JobsOptions& options, std::ostream& out, std::ostream& err) 
   return guarded(err, [&] {
     auto store = open(options);
     const bool tty = ::isatty(STDOUT_FILENO) != 0;
-    const auto deadline =
-        options.timeout_seconds > 0
-            ? std::chrono::steady_clock::now() +
-                  std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                      std::chrono::duration<double>(options.timeout_seconds))
-            : std::chrono::steady_clock::time_point::max();
+    const auto deadline = options.timeout_seconds > 0
+                              ? std::chrono::steady_clock::now() +
+                                    std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                        std::chrono::duration<double>(options.timeout_seconds))
+                              : std::chrono::steady_clock::time_point::max();
     int code = 0;
     for (const auto& key : options.keys) {
       validate_key(key);
       std::string last;
       for (;;) {
         // Wakes at once when the job ends; otherwise every 100 ms, to redraw the bar.
-        const auto step = std::min(deadline, std::chrono::steady_clock::now() +
-                                                 std::chrono::milliseconds(100));
+        const auto step =
+            std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(100));
         const Record r = store->wait_terminal(key, step);
         const std::string bar = key + " " + progress_bar(r.progress, r.progress_message);
         if (bar != last) {
@@ -179,8 +179,9 @@ int jobs_cancel(const JobsOptions& options, std::ostream& out, std::ostream& err
     for (const auto& key : options.keys) {
       validate_key(key);
       const bool cancelled = detail::cancel_computation(*store, key, {});
-      out << key << (cancelled ? " cancelled" : " already finished: " +
-                                                    std::string(to_string(store->get(key).status)))
+      out << key
+          << (cancelled ? " cancelled"
+                        : " already finished: " + std::string(to_string(store->get(key).status)))
           << "\n";
       if (!cancelled) code = 1;
     }

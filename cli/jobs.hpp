@@ -14,9 +14,9 @@ namespace strand::cli {
 [[nodiscard]] std::string default_store_url();
 
 struct JobsOptions {
-  std::string store;               // URL; empty means default_store_url()
-  std::vector<std::string> keys;   // for show, wait, cancel, rm
-  double timeout_seconds = 0;      // wait: 0 means no limit
+  std::string store;              // URL; empty means default_store_url()
+  std::vector<std::string> keys;  // for show, wait, cancel, rm; ls lists only these if given
+  double timeout_seconds = 0;     // wait: 0 means no limit
 };
 
 // Each returns the process exit code: 0 on success; for wait, 0 if every job completed, 1 if one

@@ -19,6 +19,9 @@ int main(int argc, char** argv) {
   demo_cmd->add_option("--chunk", demo.chunk, "chunk size it yields")->check(CLI::PositiveNumber);
   demo_cmd->add_option("--tasks", demo.tasks, "pool tasks in the batch")
       ->check(CLI::PositiveNumber);
+  demo_cmd->add_option("--store", demo.store,
+                       "store URL for the computations; default: $STRAND_STORE or the embedded "
+                       "SQLite store");
 
   strand::cli::JobsOptions jobs;
   auto* jobs_cmd = app.add_subcommand("jobs", "list, inspect, wait for and manage stored jobs");
@@ -44,7 +47,12 @@ int main(int argc, char** argv) {
   std::vector<std::pair<CLI::App*, Command>> commands;
   for (const Sub& sub : subs) {
     auto* cmd = jobs_cmd->add_subcommand(sub.name, sub.help);
-    if (sub.takes_keys) cmd->add_option("keys", jobs.keys, "job keys")->required();
+    cmd->fallthrough();  // --store may come after the command too
+    if (sub.takes_keys) {
+      cmd->add_option("keys", jobs.keys, "job keys")->required();
+    } else if (sub.run == strand::cli::jobs_ls) {
+      cmd->add_option("keys", jobs.keys, "list only these jobs");
+    }
     if (sub.run == strand::cli::jobs_wait) {
       cmd->add_option("--timeout", jobs.timeout_seconds, "give up after this many seconds")
           ->check(CLI::NonNegativeNumber);

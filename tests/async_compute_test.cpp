@@ -118,7 +118,9 @@ TEST_P(Backend, VoidComputations) {
 INSTANTIATE_TEST_SUITE_P(AllBackends, Backend,
                          ::testing::Values(Target::sync, Target::thread, Target::pool,
                                            Target::process),
-                         [](const auto& info) { return std::string(strand::to_string(info.param)); });
+                         [](const auto& info) {
+                           return std::string(strand::to_string(info.param));
+                         });
 
 TEST(ComputationHandle, IsReadyForEachStatus) {
   auto store = strand::MemoryStore::open();
@@ -142,7 +144,12 @@ TEST(ComputationHandle, AMissingKeyIsPending) {
 
 TEST(ComputationHandle, GetResultWithoutTimeoutOnAnUnfinishedComputationIsNotReady) {
   strand::testing::Gate gate;
-  auto fn = strand::async_compute([gate] { gate.wait(); return 1; }, memory_on(Target::thread));
+  auto fn = strand::async_compute(
+      [gate] {
+        gate.wait();
+        return 1;
+      },
+      memory_on(Target::thread));
   auto c = fn();
   try {
     (void)c.get_result();
@@ -157,7 +164,12 @@ TEST(ComputationHandle, GetResultWithoutTimeoutOnAnUnfinishedComputationIsNotRea
 
 TEST(ComputationHandle, GetResultTimesOut) {
   strand::testing::Gate gate;
-  auto fn = strand::async_compute([gate] { gate.wait(); return 1; }, memory_on(Target::thread));
+  auto fn = strand::async_compute(
+      [gate] {
+        gate.wait();
+        return 1;
+      },
+      memory_on(Target::thread));
   auto c = fn();
   try {
     (void)c.get_result(20ms);
@@ -171,7 +183,12 @@ TEST(ComputationHandle, GetResultTimesOut) {
 
 TEST(ComputationHandle, GetResultAfterADelayWakesOnTheWrite) {
   strand::testing::Gate gate;
-  auto fn = strand::async_compute([gate] { gate.wait(); return 7; }, memory_on(Target::thread));
+  auto fn = strand::async_compute(
+      [gate] {
+        gate.wait();
+        return 7;
+      },
+      memory_on(Target::thread));
   auto c = fn();
   std::thread opener([gate] { gate.open(); });
   EXPECT_EQ(c.get_result(5s), 7);
@@ -181,8 +198,12 @@ TEST(ComputationHandle, GetResultAfterADelayWakesOnTheWrite) {
 TEST(ComputationHandle, AReattachedHandleWaitsThroughTheStore) {
   strand::testing::Gate gate;
   auto store = strand::MemoryStore::open();
-  auto fn = strand::async_compute([gate] { gate.wait(); return 9; },
-                                  {.store = store, .backend = Target::thread});
+  auto fn = strand::async_compute(
+      [gate] {
+        gate.wait();
+        return 9;
+      },
+      {.store = store, .backend = Target::thread});
   auto c = fn();
   strand::ComputationHandle<int> again(c.key(), store);
   EXPECT_EQ(again.status(), Status::running);
@@ -193,9 +214,8 @@ TEST(ComputationHandle, AReattachedHandleWaitsThroughTheStore) {
 
 TEST(ComputationHandle, AReattachedHandleRethrowsStandardTypesAndRemoteErrors) {
   auto store = strand::MemoryStore::open();
-  auto fn = strand::async_compute(
-      []() -> int { throw app::Overheated("boiler at 130C"); },
-      {.store = store, .backend = Target::sync});
+  auto fn = strand::async_compute([]() -> int { throw app::Overheated("boiler at 130C"); },
+                                  {.store = store, .backend = Target::sync});
   auto c = fn();
   // In the launching process: the very exception.
   EXPECT_THROW(c.get_result(5s), app::Overheated);
@@ -242,7 +262,7 @@ TEST(ComputationHandle, CancelStopsARunningThreadComputation) {
   EXPECT_TRUE(c.cancel());
   EXPECT_EQ(c.status(), Status::cancelled);
   EXPECT_THROW(c.get_result(5s), strand::Cancelled);
-  EXPECT_TRUE(stopped.wait_for(5s));  // the function saw its stop token
+  EXPECT_TRUE(stopped.wait_for(5s));         // the function saw its stop token
   EXPECT_EQ(c.status(), Status::cancelled);  // and its late result was not recorded
 }
 
@@ -278,7 +298,8 @@ TEST(AsyncCompute, TheDefaultsAreAFileStoreAndTheProcessBackend) {
 
 TEST(Middleware, MetricsCountEveryComputationOnEveryBackend) {
   auto metrics = std::make_shared<strand::MetricsMiddleware>();
-  auto dir = std::filesystem::temp_directory_path() / ("strand_metrics_" + std::to_string(::getpid()));
+  auto dir =
+      std::filesystem::temp_directory_path() / ("strand_metrics_" + std::to_string(::getpid()));
   for (Target backend : {Target::thread, Target::pool, Target::process}) {
     strand::ComputeOptions opts{.backend = backend, .base_path = dir, .middleware = {metrics}};
     if (backend != Target::process) opts.store = strand::MemoryStore::open();
@@ -307,10 +328,9 @@ TEST(Middleware, MetricsCountEveryComputationOnEveryBackend) {
 
 TEST(Middleware, RateLimitFailsTheComputationsOverTheLimit) {
   auto limit = std::make_shared<strand::RateLimitMiddleware>(2, 1h);
-  auto fn = strand::async_compute([] { return 1; },
-                                  {.store = strand::MemoryStore::open(),
-                                   .backend = Target::sync,
-                                   .middleware = {limit}});
+  auto fn = strand::async_compute(
+      [] { return 1; },
+      {.store = strand::MemoryStore::open(), .backend = Target::sync, .middleware = {limit}});
   EXPECT_EQ(fn().get_result(), 1);
   EXPECT_EQ(fn().get_result(), 1);
   auto third = fn();
@@ -333,10 +353,9 @@ struct Throwing : strand::Middleware {
 
 TEST(Middleware, AHookThatThrowsIsReportedAndDoesNotBreakTheComputation) {
   strand::testing::ReportCapture reports;
-  auto fn = strand::async_compute([] { return 5; },
-                                  {.store = strand::MemoryStore::open(),
-                                   .backend = Target::sync,
-                                   .middleware = {std::make_shared<Throwing>()}});
+  auto fn = strand::async_compute([] { return 5; }, {.store = strand::MemoryStore::open(),
+                                                     .backend = Target::sync,
+                                                     .middleware = {std::make_shared<Throwing>()}});
   EXPECT_EQ(fn().get_result(), 5);
   const auto seen = reports.reports();
   ASSERT_EQ(seen.size(), 2U);
@@ -347,9 +366,9 @@ TEST(Middleware, AHookThatThrowsIsReportedAndDoesNotBreakTheComputation) {
 
 TEST(Middleware, LoggingWritesALinePerEvent) {
   auto logging = std::make_shared<strand::LoggingMiddleware>(strand::LogLevel::info, "strand-test");
-  auto fn = strand::async_compute([] { return 5; }, {.store = strand::MemoryStore::open(),
-                                                     .backend = Target::sync,
-                                                     .middleware = {logging}});
+  auto fn = strand::async_compute(
+      [] { return 5; },
+      {.store = strand::MemoryStore::open(), .backend = Target::sync, .middleware = {logging}});
   ::testing::internal::CaptureStderr();
   fn().get_result();
   const std::string out = ::testing::internal::GetCapturedStderr();

@@ -91,7 +91,9 @@ TEST_F(RunProcess, ACommandAndEverythingItStartedStopAtScopeExit) {
   {
     auto sh = strand::run_process(
         {"sh", "-c", "sleep 30 & sleep 30 & touch '" + flag.string() + "'; wait"},
-        {.name = "sleepers", .is_ready = [flag] { return std::filesystem::exists(flag); }});
+        {.name = "sleepers", .is_ready = [flag] {
+           return std::filesystem::exists(flag);
+         }});
     pgid = sh.pid();
     EXPECT_EQ(sh.name(), "sleepers");
     EXPECT_TRUE(sh.alive());

@@ -32,7 +32,7 @@ namespace strand {
 
 struct ComputationInfo {
   std::string key;
-  std::string function;                // ComputeOptions::name
+  std::string function;  // ComputeOptions::name
   Target backend = Target::thread;
   std::chrono::nanoseconds elapsed{};  // in after/on_error: how long the computation ran
 };
@@ -78,10 +78,10 @@ class LoggingMiddleware : public Middleware {
 class MetricsMiddleware : public Middleware {
  public:
   struct Stats {
-    std::size_t total = 0;      // launched
+    std::size_t total = 0;  // launched
     std::size_t completed = 0;
     std::size_t failed = 0;
-    double avg_duration = 0;    // seconds, over completed and failed
+    double avg_duration = 0;  // seconds, over completed and failed
   };
   [[nodiscard]] Stats get_stats() const;
 

@@ -1,17 +1,23 @@
 // strand/strand.hpp — everything strand offers, in one include.
 #pragma once
 
+#include "strand/async_compute.hpp"
 #include "strand/callbacks.hpp"
+#include "strand/computation.hpp"
 #include "strand/dispatcher.hpp"
 #include "strand/errors.hpp"
+#include "strand/filesystem_store.hpp"
 #include "strand/generator.hpp"
 #include "strand/handle.hpp"
+#include "strand/middleware.hpp"
 #include "strand/process.hpp"
 #include "strand/promise.hpp"
 #include "strand/run_process.hpp"
 #include "strand/runner.hpp"
 #include "strand/serialize.hpp"
+#include "strand/sqlite_store.hpp"
 #include "strand/status.hpp"
+#include "strand/store.hpp"
 #include "strand/target.hpp"
 #include "strand/task_group.hpp"
 #include "strand/thread_pool.hpp"

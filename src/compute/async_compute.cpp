@@ -120,9 +120,9 @@ std::shared_ptr<Store> reopen_in_child(const Store& store) {
 TemporaryCompute::TemporaryCompute(ComputeOptions options) : options_(std::move(options)) {
   std::random_device random;
   for (int attempt = 0;; ++attempt) {
-    auto candidate = std::filesystem::temp_directory_path() /
-                     ("strand-temporary-" + std::to_string(::getpid()) + "-" +
-                      std::to_string(random()));
+    auto candidate =
+        std::filesystem::temp_directory_path() /
+        ("strand-temporary-" + std::to_string(::getpid()) + "-" + std::to_string(random()));
     std::error_code ec;
     if (std::filesystem::create_directory(candidate, ec)) {
       path_ = std::move(candidate);

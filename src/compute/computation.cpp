@@ -13,18 +13,17 @@ thread_local std::string current_key;
 bool report_progress(double fraction, std::string_view message) {
   if (current_store == nullptr) return false;
   fraction = std::clamp(fraction, 0.0, 1.0);
-  (void)current_store->update(current_key,
-                              [&](std::optional<Record> r) -> std::optional<Record> {
-                                // A finished record keeps what it has.
-                                if (r && is_terminal(r->status)) return std::nullopt;
-                                if (!r) {
-                                  r.emplace();
-                                  r->status = Status::running;
-                                }
-                                r->progress = fraction;
-                                r->progress_message = std::string(message);
-                                return r;
-                              });
+  (void)current_store->update(current_key, [&](std::optional<Record> r) -> std::optional<Record> {
+    // A finished record keeps what it has.
+    if (r && is_terminal(r->status)) return std::nullopt;
+    if (!r) {
+      r.emplace();
+      r->status = Status::running;
+    }
+    r->progress = fraction;
+    r->progress_message = std::string(message);
+    return r;
+  });
   return true;
 }
 

@@ -49,7 +49,9 @@ std::shared_ptr<spdlog::logger> logger_named(const std::string& name) {
   }
 }
 
-double seconds_of(std::chrono::nanoseconds d) { return std::chrono::duration<double>(d).count(); }
+double seconds_of(std::chrono::nanoseconds d) {
+  return std::chrono::duration<double>(d).count();
+}
 
 }  // namespace
 
@@ -74,8 +76,7 @@ void LoggingMiddleware::after(const ComputationInfo& info, const nlohmann::json&
 
 void LoggingMiddleware::on_error(const ComputationInfo& info, const ErrorInfo& error) {
   logger_named(logger_)->error("computation {} ({}) failed after {:.3f}s: {}: {}", info.key,
-                               info.function, seconds_of(info.elapsed), error.type,
-                               error.message);
+                               info.function, seconds_of(info.elapsed), error.type, error.message);
 }
 
 MetricsMiddleware::Stats MetricsMiddleware::get_stats() const {
