@@ -338,7 +338,15 @@ TEST(Middleware, RateLimitFailsTheComputationsOverTheLimit) {
   try {
     (void)third.get_result();
     FAIL() << "expected RateLimited";
-  } catch (const strand::RemoteError& e) {  // read back from the store by name
+  } catch (const strand::RateLimited& e) {
+    EXPECT_STREQ(e.what(), "strand: rate limit exceeded: at most 2 computations per 3600s");
+  }
+  // Re-attached elsewhere, the refusal reads back by name.
+  strand::ComputationHandle<int> again(third.key(), fn.store());
+  try {
+    (void)again.get_result();
+    FAIL() << "expected RemoteError";
+  } catch (const strand::RemoteError& e) {
     EXPECT_EQ(e.type_name(), "strand::RateLimited");
     EXPECT_EQ(e.message(), "strand: rate limit exceeded: at most 2 computations per 3600s");
   }

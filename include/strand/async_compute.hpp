@@ -35,6 +35,7 @@
 #include "strand/callbacks.hpp"
 #include "strand/computation.hpp"
 #include "strand/middleware.hpp"
+#include "strand/promise.hpp"
 #include "strand/runner.hpp"
 #include "strand/serialize.hpp"
 #include "strand/store.hpp"
@@ -117,7 +118,10 @@ class AsyncComputation {
       r.completed = std::chrono::system_clock::now();
       shared.store->set(std::move(r));
       detail::run_error_hooks(shared, info, std::chrono::steady_clock::now(), *r.error);
-      return ComputationHandle<R>(key, shared.store);
+      // In this process the refusal rethrows as itself (RateLimited, ...), like any failure.
+      Promise<void> refused;
+      refused.set_exception(rejected);
+      return ComputationHandle<R>(key, shared.store, refused.handle(), {});
     }
     shared.store->set(detail::launch_record(shared, key));
     if (shared.backend == Target::process) {
