@@ -1,0 +1,478 @@
+#include "strand/make.hpp"
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "runtime.hpp"
+#include "strand/promise.hpp"
+
+namespace strand {
+namespace {
+
+using Runtime = detail::TaskRuntime;
+constexpr std::uint32_t kNone = std::numeric_limits<std::uint32_t>::max();
+
+// One task as one make() sees it. The graph is copied into these (and one array of successor
+// indices) when make() starts, so the run reads no task's edge lists and takes no graph lock.
+struct Node {
+  Task* task = nullptr;
+  std::atomic<std::uint32_t> unfinished{0};        // prerequisites not yet finished
+  std::atomic<std::uint32_t> failed_by{kNone};     // a prerequisite that FAILED
+  std::atomic<std::uint32_t> cancelled_by{kNone};  // ... or was CANCELLED (or did not end DONE)
+  std::uint32_t first_successor = 0;               // successors_[first_successor, end_successor)
+  std::uint32_t end_successor = 0;
+  bool counted = false;    // its prerequisites are counted in `unfinished` (it was PENDING)
+  bool requested = false;  // yielded when it finishes
+};
+
+class Run : public std::enable_shared_from_this<Run> {
+ public:
+  Run(std::vector<TaskPtr> requested, MakeOptions options)
+      : requested_(std::move(requested)), pool_(options.executor), fail_fast_(options.fail_fast) {
+    collect();
+  }
+  Run(const Run&) = delete;
+  Run& operator=(const Run&) = delete;
+
+  [[nodiscard]] std::size_t requested_count() const noexcept { return requested_count_; }
+  [[nodiscard]] Task& task(std::uint32_t i) const noexcept { return *nodes_[i].task; }
+
+  // Settles every task with no unfinished prerequisite: dispatches (pool) or readies it.
+  void start() {
+    std::vector<std::uint32_t> work;
+    for (std::uint32_t i = size_; i-- > 0;) {
+      if (nodes_[i].unfinished.load(std::memory_order_relaxed) == 0) work.push_back(i);
+    }
+    if (pool_ == nullptr) {
+      ready_ = std::move(work);  // the lowest index (first requested) on top
+    } else {
+      drain(work, /*may_run_inline=*/false, nullptr);
+    }
+  }
+
+  // ---- the iterating thread, without an executor ----
+
+  // Runs one ready task (or settles it without running) and returns true; false when nothing is
+  // ready. Requested tasks that finished are in take_finished().
+  bool step() {
+    if (ready_.empty()) return false;
+    const std::uint32_t i = ready_.back();
+    ready_.pop_back();
+    std::uint32_t next = kNone;
+    settle(i, /*may_run_inline=*/true, &next, ready_);
+    if (next != kNone) {
+      Runtime::execute(task(next));
+      finished(next, ready_);
+    }
+    return true;
+  }
+
+  // ---- both ----
+
+  // Waits until a requested task finished (see take_finished) or, without an executor, until
+  // another's task we waited for finished (its dependents may be ready now). False when nothing
+  // can happen any more: no job and no wait in flight.
+  bool wait_for_progress() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      if (!inbox_.empty()) return true;
+      if (!foreign_.empty()) {
+        auto foreign = std::exchange(foreign_, {});
+        lock.unlock();
+        for (std::uint32_t i : foreign) {
+          finished(i, ready_);
+          release_in_flight();
+        }
+        return true;
+      }
+      if (in_flight_.load(std::memory_order_acquire) == 0) return false;
+      changed_.wait(lock);
+    }
+  }
+
+  std::vector<std::uint32_t> take_finished() {
+    std::lock_guard lock(mutex_);
+    return std::exchange(inbox_, {});
+  }
+
+  // Nothing new starts; waits until no job and no wait on another's task is in flight.
+  void stop_and_wait() {
+    stopping_.store(true, std::memory_order_relaxed);
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      if (!foreign_.empty()) {  // no executor: ours to finish (nothing new starts now)
+        auto foreign = std::exchange(foreign_, {});
+        lock.unlock();
+        for (std::uint32_t i : foreign) {
+          finished(i, ready_);
+          release_in_flight();
+        }
+        lock.lock();
+        continue;
+      }
+      if (in_flight_.load(std::memory_order_acquire) == 0) return;
+      changed_.wait(lock);
+    }
+  }
+
+  void stop() noexcept { stopping_.store(true, std::memory_order_relaxed); }
+  [[nodiscard]] bool fail_fast() const noexcept { return fail_fast_; }
+  [[nodiscard]] bool sequential() const noexcept { return pool_ == nullptr; }
+
+ private:
+  // Walks the graph from the requested tasks, under the graph lock, into nodes_ and successors_:
+  // two passes over the edges, no allocation per task.
+  void collect() {
+    std::lock_guard lock(Runtime::graph_mutex());
+    const auto mark = Runtime::next_mark();
+    std::vector<Task*> order;
+    std::vector<Task*> stack;
+    for (auto it = requested_.rbegin(); it != requested_.rend(); ++it) {
+      if (!*it) throw std::invalid_argument("strand::make: a task is null");
+      stack.push_back(it->get());
+    }
+    while (!stack.empty()) {
+      Task* t = stack.back();
+      stack.pop_back();
+      if (Runtime::mark(*t) == mark) continue;
+      Runtime::mark(*t) = mark;
+      Runtime::index(*t) = static_cast<std::uint32_t>(order.size());
+      order.push_back(t);
+      if (t->state() != TaskState::pending) continue;  // finished or someone else's: no need
+      auto& prerequisites = Runtime::prerequisites(*t);
+      for (auto p = prerequisites.rbegin(); p != prerequisites.rend(); ++p) {
+        if (Runtime::mark(**p) != mark) stack.push_back(p->get());
+      }
+    }
+    if (order.size() >= kNone) throw std::length_error("strand::make: too many tasks");
+    size_ = static_cast<std::uint32_t>(order.size());
+    nodes_ = std::make_unique<Node[]>(size_);
+    std::vector<std::uint32_t> offsets(size_ + 1, 0);
+    for (std::uint32_t i = 0; i < size_; ++i) {
+      Node& node = nodes_[i];
+      node.task = order[i];
+      if (order[i]->state() != TaskState::pending) continue;
+      node.counted = true;
+      const auto& prerequisites = Runtime::prerequisites(*order[i]);
+      node.unfinished.store(static_cast<std::uint32_t>(prerequisites.size()),
+                            std::memory_order_relaxed);
+      for (const auto& p : prerequisites) ++offsets[Runtime::index(*p) + 1];
+    }
+    for (std::uint32_t i = 0; i < size_; ++i) offsets[i + 1] += offsets[i];
+    successors_.resize(offsets[size_]);
+    for (std::uint32_t i = 0; i < size_; ++i) {
+      nodes_[i].first_successor = nodes_[i].end_successor = offsets[i];
+    }
+    for (std::uint32_t i = 0; i < size_; ++i) {
+      if (!nodes_[i].counted) continue;
+      for (const auto& p : Runtime::prerequisites(*order[i])) {
+        successors_[nodes_[Runtime::index(*p)].end_successor++] = i;
+      }
+    }
+    for (const auto& t : requested_) {
+      Node& node = nodes_[Runtime::index(*t)];
+      if (!node.requested) ++requested_count_;
+      node.requested = true;
+    }
+  }
+
+  // Node i has no unfinished prerequisite: finish it from its prerequisites, wait for whoever runs
+  // it, or claim it. A claimed task runs here next (*next, if may_run_inline and *next is free),
+  // in the ready list (no executor) or on the pool. Ready successors go to `work`.
+  void settle(std::uint32_t i, bool may_run_inline, std::uint32_t* next,
+              std::vector<std::uint32_t>& work) {
+    Node& node = nodes_[i];
+    Task& t = *node.task;
+    for (;;) {
+      const TaskState state = t.state();
+      if (is_finished(state)) {
+        finished(i, work);
+        return;
+      }
+      if (state != TaskState::pending) {  // queued or running elsewhere: wait for it
+        in_flight_.fetch_add(1, std::memory_order_relaxed);
+        t.notify([self = shared_from_this(), i](Task&) { self->foreign_finished(i); });
+        return;
+      }
+      // Stopping (fail_fast, or the loop was left): whatever has not been settled stays PENDING.
+      if (stopping_.load(std::memory_order_relaxed)) return;
+      const Task* culprit = nullptr;
+      TaskState culprit_state = TaskState::failed;
+      if (auto f = node.failed_by.load(std::memory_order_acquire); f != kNone) {
+        culprit = &task(f);
+      } else if (auto c = node.cancelled_by.load(std::memory_order_acquire); c != kNone) {
+        culprit = &task(c);
+        culprit_state = TaskState::cancelled;
+      } else if (!node.counted) {
+        culprit = first_not_done(t, culprit_state);
+      }
+      if (culprit != nullptr) {
+        if (Runtime::settle_from_prerequisite(t, *culprit, culprit_state)) {
+          finished(i, work);
+          return;
+        }
+        continue;  // its state changed under us
+      }
+      if (may_run_inline && *next == kNone) {
+        if (Runtime::apply_if(t, TaskState::pending, TaskEvent::dispatch)) {
+          *next = i;
+          return;
+        }
+        continue;
+      }
+      if (pool_ == nullptr) {
+        work.push_back(i);  // the ready list: claimed when its turn comes
+        return;
+      }
+      if (Runtime::apply_if(t, TaskState::pending, TaskEvent::queue)) {
+        post(i);
+        return;
+      }
+    }
+  }
+
+  // A node that was not PENDING when make() started but is now (retried meanwhile): its
+  // prerequisites were never counted, so any that is not DONE fails it (cs.taskqueue's last rule).
+  const Task* first_not_done(Task& t, TaskState& state) {
+    std::lock_guard lock(Runtime::graph_mutex());
+    for (const auto& p : Runtime::prerequisites(t)) {
+      state = p->state();
+      if (state != TaskState::done) return p.get();
+    }
+    return nullptr;
+  }
+
+  void post(std::uint32_t i) {
+    in_flight_.fetch_add(1, std::memory_order_relaxed);
+    try {
+      pool_->post([self = shared_from_this(), i] { self->job(i); });
+    } catch (...) {  // the pool is shut down: the task fails with that reason
+      Runtime::apply_if(task(i), TaskState::queued, TaskEvent::fail, nullptr,
+                        std::current_exception());
+      std::vector<std::uint32_t> work;
+      finished(i, work);
+      drain(work, false, nullptr);
+      release_in_flight();
+    }
+  }
+
+  // A pool job: runs node i, then whatever that makes ready, one task inline at a time.
+  void job(std::uint32_t i) {
+    static thread_local std::vector<std::uint32_t> work;
+    std::uint32_t next = kNone;
+    if (Runtime::apply_if(task(i), TaskState::queued, TaskEvent::dispatch)) {
+      next = i;
+    } else {
+      settle(i, true, &next, work);  // cancelled while queued, most likely
+      drain(work, true, &next);
+    }
+    while (next != kNone) {
+      const std::uint32_t current = std::exchange(next, kNone);
+      Runtime::execute(task(current));
+      finished(current, work);
+      drain(work, true, &next);
+    }
+    release_in_flight();
+  }
+
+  void drain(std::vector<std::uint32_t>& work, bool may_run_inline, std::uint32_t* next) {
+    std::uint32_t unused = kNone;
+    if (next == nullptr) next = &unused;
+    while (!work.empty()) {
+      const std::uint32_t s = work.back();
+      work.pop_back();
+      settle(s, may_run_inline, next, work);
+    }
+  }
+
+  // Node i has finished (in any way): yield it if requested, and count it off its successors.
+  void finished(std::uint32_t i, std::vector<std::uint32_t>& work) {
+    Node& node = nodes_[i];
+    const TaskState state = node.task->state();
+    if (node.requested) {
+      if (fail_fast_ && state != TaskState::done) stop();
+      {
+        std::lock_guard lock(mutex_);
+        inbox_.push_back(i);
+      }
+      changed_.notify_all();
+    }
+    for (std::uint32_t k = node.first_successor; k < node.end_successor; ++k) {
+      Node& successor = nodes_[successors_[k]];
+      if (state != TaskState::done) {
+        auto& culprit = state == TaskState::failed ? successor.failed_by : successor.cancelled_by;
+        std::uint32_t none = kNone;
+        culprit.compare_exchange_strong(none, i, std::memory_order_relaxed);
+      }
+      if (successor.unfinished.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        work.push_back(successors_[k]);
+      }
+    }
+  }
+
+  // Another make(), bg() or run() finished node i's task, on its thread.
+  void foreign_finished(std::uint32_t i) {
+    if (pool_ == nullptr) {  // the iterating thread finishes it (wait_finished)
+      {
+        std::lock_guard lock(mutex_);
+        foreign_.push_back(i);
+      }
+      changed_.notify_all();
+      return;
+    }
+    std::vector<std::uint32_t> work;
+    finished(i, work);
+    drain(work, false, nullptr);
+    release_in_flight();
+  }
+
+  void release_in_flight() {
+    if (in_flight_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      std::lock_guard lock(mutex_);  // so a waiter between its check and its sleep hears this
+      changed_.notify_all();
+    }
+  }
+
+  std::vector<TaskPtr> requested_;  // keep the graph alive
+  ThreadPool* pool_;
+  bool fail_fast_;
+  std::uint32_t size_ = 0;
+  std::unique_ptr<Node[]> nodes_;
+  std::vector<std::uint32_t> successors_;
+  std::size_t requested_count_ = 0;
+  std::atomic<bool> stopping_{false};
+  std::atomic<std::uint32_t> in_flight_{0};  // pool jobs and waits on others' tasks
+
+  std::vector<std::uint32_t> ready_;  // no executor: settled-ready, not yet claimed
+
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::vector<std::uint32_t> inbox_;    // requested nodes that finished
+  std::vector<std::uint32_t> foreign_;  // no executor: others' tasks that finished
+};
+
+// Leaving the loop (at the end, early, or by fail_fast) waits for the run's jobs.
+struct StopOnExit {
+  Run& run;
+  ~StopOnExit() { run.stop_and_wait(); }
+};
+
+}  // namespace
+
+Generator<TaskPtr> make(std::vector<TaskPtr> tasks, MakeOptions options) {
+  auto run = std::make_shared<Run>(std::move(tasks), options);
+  StopOnExit stop_on_exit{*run};
+  run->start();
+  std::size_t yielded = 0;
+  while (yielded < run->requested_count()) {
+    std::vector<std::uint32_t> finished = run->take_finished();
+    if (finished.empty()) {
+      if (run->step()) continue;             // no executor: ran (or settled) one ready task
+      if (!run->wait_for_progress()) break;  // nothing running, nothing ready: fail_fast
+      continue;
+    }
+    for (std::uint32_t i : finished) {
+      const TaskPtr task = run->task(i).shared_from_this();
+      ++yielded;
+      co_yield task;
+      if (run->fail_fast() && task->state() != TaskState::done) co_return;
+    }
+  }
+}
+
+std::vector<TaskPtr> make_now(std::vector<TaskPtr> tasks, MakeOptions options) {
+  std::vector<TaskPtr> done;
+  for (const TaskPtr& task : make(std::move(tasks), options)) done.push_back(task);
+  return done;
+}
+
+Handle<std::vector<TaskPtr>> make_later(std::vector<TaskPtr> tasks, MakeOptions options) {
+  Promise<std::vector<TaskPtr>> promise(Status::running);
+  auto handle = promise.handle();
+  std::thread([tasks = std::move(tasks), options, promise = std::move(promise)]() mutable {
+    try {
+      promise.set_value(make_now(std::move(tasks), options));
+    } catch (...) {
+      promise.set_exception(std::current_exception());
+    }
+  }).detach();  // the handle is the join
+  return handle;
+}
+
+// ---- TaskQueue ----
+
+TaskQueue::TaskQueue(std::vector<TaskPtr> tasks, bool run_dependent_tasks)
+    : run_dependent_tasks_(run_dependent_tasks) {
+  for (auto& task : tasks) add(std::move(task));
+}
+
+void TaskQueue::add(TaskPtr task) {
+  if (!task) throw std::invalid_argument("strand::TaskQueue: a task is null");
+  for (const auto& queued : tasks_) {
+    if (queued == task) return;
+  }
+  tasks_.push_back(std::move(task));
+}
+
+Generator<TaskPtr> TaskQueue::run() {
+  std::unordered_set<Task*> queued;
+  std::deque<TaskPtr> candidates;
+  for (const auto& task : tasks_) {
+    queued.insert(task.get());
+    candidates.push_back(task);
+  }
+  while (!candidates.empty()) {
+    TaskPtr task = std::move(candidates.front());
+    candidates.pop_front();
+    if (task->state() != TaskState::pending) continue;
+    const Task* culprit = nullptr;
+    TaskState culprit_state = TaskState::done;
+    bool blocked = false;
+    const auto prerequisites = task->prerequisites();
+    for (const auto& p : prerequisites) {
+      const auto state = p->state();
+      if (!is_finished(state)) {
+        blocked = true;  // runs once that prerequisite finishes in this queue, if it is in it
+        break;
+      }
+      // A failed prerequisite decides over a cancelled one (make()'s order of rules).
+      if (state == TaskState::failed && culprit_state != TaskState::failed) {
+        culprit = p.get();
+        culprit_state = state;
+      } else if (state == TaskState::cancelled && culprit == nullptr) {
+        culprit = p.get();
+        culprit_state = state;
+      }
+    }
+    if (blocked) continue;
+    if (culprit != nullptr) {
+      if (!Runtime::settle_from_prerequisite(*task, *culprit, culprit_state)) continue;
+    } else {
+      if (!Runtime::apply_if(*task, TaskState::pending, TaskEvent::dispatch)) continue;
+      Runtime::execute(*task);
+    }
+    co_yield task;
+    for (auto& dependent : task->dependents()) {
+      if (queued.contains(dependent.get())) {
+        candidates.push_back(std::move(dependent));
+      } else if (run_dependent_tasks_ && task->state() == TaskState::done) {
+        queued.insert(dependent.get());
+        tasks_.push_back(dependent);
+        candidates.push_back(std::move(dependent));
+      }
+    }
+  }
+}
+
+}  // namespace strand
