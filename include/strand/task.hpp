@@ -30,7 +30,9 @@
 #pragma once
 
 #include <any>
+#include <array>
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -129,6 +131,58 @@ struct sole_parameter<R (*)(A)> {
 template <class F>
 concept has_sole_parameter = requires {
   typename sole_parameter<std::decay_t<F>>::type;
+};
+
+// A vector whose first N elements live inline: most tasks have one or two prerequisites and
+// dependents, and a graph of 100,000 tasks should not cost 200,000 more allocations.
+template <class T, std::size_t N>
+class SmallVector {
+ public:
+  void push_back(T value) {
+    if (size_ < N) {
+      inline_[size_] = std::move(value);
+    } else {
+      overflow_.push_back(std::move(value));
+    }
+    ++size_;
+  }
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+  T& operator[](std::size_t i) noexcept { return i < N ? inline_[i] : overflow_[i - N]; }
+  const T& operator[](std::size_t i) const noexcept {
+    return i < N ? inline_[i] : overflow_[i - N];
+  }
+  [[nodiscard]] std::vector<T> to_vector() const {
+    std::vector<T> out;
+    out.reserve(size_);
+    for (std::size_t i = 0; i < size_; ++i) out.push_back((*this)[i]);
+    return out;
+  }
+  // Moves the elements out, leaving this empty.
+  [[nodiscard]] std::vector<T> take() {
+    std::vector<T> out;
+    out.reserve(size_);
+    for (std::size_t i = 0; i < size_; ++i) out.push_back(std::move((*this)[i]));
+    clear();
+    return out;
+  }
+  void clear() noexcept {
+    for (std::size_t i = 0; i < size_ && i < N; ++i) inline_[i] = T();
+    overflow_.clear();
+    size_ = 0;
+  }
+  template <class P>
+  void erase_if(P predicate) {
+    auto all = take();
+    for (auto& x : all) {
+      if (!predicate(x)) push_back(std::move(x));
+    }
+  }
+
+ private:
+  std::array<T, N> inline_{};
+  std::size_t size_ = 0;
+  std::vector<T> overflow_;
 };
 
 // A few bytes guarding a task's state, result and callbacks: held for a handful of instructions,
@@ -261,15 +315,16 @@ class Task : public std::enable_shared_from_this<Task> {
   // with that exception.
   template <class P>
   Task& cancel_on_result(P predicate) {
+    auto& slot = extras().cancel_on_result;
     if constexpr (std::is_invocable_r_v<bool, P&, const std::any&>) {
-      cancel_on_result_ = std::move(predicate);
+      slot = std::move(predicate);
     } else if constexpr (std::is_invocable_r_v<bool, P&>) {
-      cancel_on_result_ = [p = std::move(predicate)](const std::any&) mutable {
+      slot = [p = std::move(predicate)](const std::any&) mutable {
         return p();
       };
     } else if constexpr (detail::has_sole_parameter<P>) {
       using T = typename detail::sole_parameter<std::decay_t<P>>::type;
-      cancel_on_result_ = [this, p = std::move(predicate)](const std::any& result) mutable {
+      slot = [this, p = std::move(predicate)](const std::any& result) mutable {
         const T* value = std::any_cast<T>(&result);
         if (value == nullptr) throw_wrong_result_type(result, typeid(T));
         return static_cast<bool>(p(*value));
@@ -307,22 +362,30 @@ class Task : public std::enable_shared_from_this<Task> {
   [[noreturn]] void throw_wrong_result_type(const std::any& got,
                                             const std::type_info& wanted) const;
 
-  std::string name_;
+  // Options most tasks never set, out of line so a plain task stays small.
+  struct Extras {
+    std::function<bool(const std::any&)> cancel_on_result;
+    TaskTracker tracker;
+  };
+  Extras& extras();
+
+  // What running and finishing touch comes first: a task is a few cache lines, and a graph run
+  // visits each of them once or twice.
   std::atomic<TaskState> state_{TaskState::pending};
+  mutable detail::TaskSpinLock lock_;  // state_ changes, result_, error_, callbacks_
   bool print_transitions_ = false;
   bool cancel_on_exception_ = false;
-  mutable detail::TaskSpinLock lock_;  // state_ changes, result_, error_, callbacks_
+  std::uint32_t index_ = 0;  // graph walks: this task's position in the walk
+  std::uint64_t mark_ = 0;   // graph walks: visited in walk number mark_
+  // Guarded by the process-wide graph mutex (src/graph/task.cpp), as are index_ and mark_.
+  detail::SmallVector<TaskPtr, 2> prerequisites_;
   std::function<std::any()> function_;
-  std::function<bool(const std::any&)> cancel_on_result_;
-  TaskTracker tracker_;
   std::any result_;
   std::exception_ptr error_;
   std::vector<std::function<void(Task&)>> callbacks_;
-  // Guarded by the process-wide graph mutex (src/graph/task.cpp).
-  std::vector<TaskPtr> prerequisites_;
-  std::vector<std::weak_ptr<Task>> dependents_;
-  std::uint64_t mark_ = 0;   // graph walks: visited in walk number mark_
-  std::uint32_t index_ = 0;  // graph walks: this task's position in the walk
+  std::unique_ptr<Extras> extras_;
+  std::string name_;
+  detail::SmallVector<std::weak_ptr<Task>, 2> dependents_;  // graph mutex
 };
 
 // `Task("t2", state=DONE)`

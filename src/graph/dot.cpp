@@ -117,8 +117,8 @@ std::string to_dot(const std::vector<TaskPtr>& tasks) {
     Runtime::index(*t) = static_cast<std::uint32_t>(order.size());
     order.push_back(t);
     auto& prerequisites = Runtime::prerequisites(*t);
-    for (auto p = prerequisites.rbegin(); p != prerequisites.rend(); ++p) {
-      if (Runtime::mark(**p) != mark) stack.push_back(p->get());
+    for (std::size_t k = prerequisites.size(); k-- > 0;) {
+      if (Runtime::mark(*prerequisites[k]) != mark) stack.push_back(prerequisites[k].get());
     }
   }
   for (std::size_t i = 0; i < order.size(); ++i) {
@@ -127,8 +127,9 @@ std::string to_dot(const std::vector<TaskPtr>& tasks) {
         << to_string(state) << "\", fillcolor=\"" << dot_colour(state) << "\"];\n";
   }
   for (std::size_t i = 0; i < order.size(); ++i) {
-    for (const auto& p : Runtime::prerequisites(*order[i])) {
-      out << "  n" << Runtime::index(*p) << " -> n" << i << ";\n";
+    const auto& prerequisites = Runtime::prerequisites(*order[i]);
+    for (std::size_t k = 0; k < prerequisites.size(); ++k) {
+      out << "  n" << Runtime::index(*prerequisites[k]) << " -> n" << i << ";\n";
     }
   }
   out << "}\n";

@@ -1,5 +1,6 @@
 #include "strand/make.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -7,6 +8,7 @@
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -16,6 +18,7 @@
 
 #include "runtime.hpp"
 #include "strand/promise.hpp"
+#include "strand/task_group.hpp"
 
 namespace strand {
 namespace {
@@ -41,12 +44,14 @@ class Run : public std::enable_shared_from_this<Run> {
   Run(std::vector<TaskPtr> requested, MakeOptions options)
       : requested_(std::move(requested)), pool_(options.executor), fail_fast_(options.fail_fast) {
     collect();
+    if (pool_ != nullptr) group_.emplace(*pool_);
   }
   Run(const Run&) = delete;
   Run& operator=(const Run&) = delete;
 
   [[nodiscard]] std::size_t requested_count() const noexcept { return requested_count_; }
   [[nodiscard]] Task& task(std::uint32_t i) const noexcept { return *nodes_[i].task; }
+  [[nodiscard]] bool fail_fast() const noexcept { return fail_fast_; }
 
   // Settles every task with no unfinished prerequisite: dispatches (pool) or readies it.
   void start() {
@@ -61,10 +66,8 @@ class Run : public std::enable_shared_from_this<Run> {
     }
   }
 
-  // ---- the iterating thread, without an executor ----
-
-  // Runs one ready task (or settles it without running) and returns true; false when nothing is
-  // ready. Requested tasks that finished are in take_finished().
+  // Without an executor: runs one ready task (or settles it without running) and returns true;
+  // false when nothing is ready. With one: false.
   bool step() {
     if (ready_.empty()) return false;
     const std::uint32_t i = ready_.back();
@@ -78,108 +81,108 @@ class Run : public std::enable_shared_from_this<Run> {
     return true;
   }
 
-  // ---- both ----
-
-  // Waits until a requested task finished (see take_finished) or, without an executor, until
-  // another's task we waited for finished (its dependents may be ready now). False when nothing
-  // can happen any more: no job and no wait in flight.
-  bool wait_for_progress() {
-    std::unique_lock lock(mutex_);
-    for (;;) {
-      if (!inbox_.empty()) return true;
-      if (!foreign_.empty()) {
-        auto foreign = std::exchange(foreign_, {});
-        lock.unlock();
-        for (std::uint32_t i : foreign) {
-          finished(i, ready_);
-          release_in_flight();
-        }
-        return true;
-      }
-      if (in_flight_.load(std::memory_order_acquire) == 0) return false;
-      changed_.wait(lock);
-    }
-  }
-
+  // Requested tasks that finished since the last call, in the order they finished.
   std::vector<std::uint32_t> take_finished() {
     std::lock_guard lock(mutex_);
     return std::exchange(inbox_, {});
   }
 
-  // Nothing new starts; waits until no job and no wait on another's task is in flight.
-  void stop_and_wait() {
-    stopping_.store(true, std::memory_order_relaxed);
+  // Waits until a requested task finished (see take_finished) or, without an executor, until a
+  // task that runs elsewhere and that we waited for finished (its dependents may be ready now).
+  // False when nothing can happen any more (no executor, nothing ready, no wait in flight).
+  bool wait_for_progress() {
     std::unique_lock lock(mutex_);
     for (;;) {
-      if (!foreign_.empty()) {  // no executor: ours to finish (nothing new starts now)
-        auto foreign = std::exchange(foreign_, {});
-        lock.unlock();
-        for (std::uint32_t i : foreign) {
-          finished(i, ready_);
-          release_in_flight();
+      if (!inbox_.empty()) return true;
+      if (pool_ == nullptr) {
+        if (!foreign_.empty()) {
+          finish_foreign(lock);
+          return true;
         }
-        lock.lock();
-        continue;
+        if (foreign_waits_.load(std::memory_order_acquire) == 0) return false;
       }
-      if (in_flight_.load(std::memory_order_acquire) == 0) return;
       changed_.wait(lock);
     }
   }
 
-  void stop() noexcept { stopping_.store(true, std::memory_order_relaxed); }
-  [[nodiscard]] bool fail_fast() const noexcept { return fail_fast_; }
-  [[nodiscard]] bool sequential() const noexcept { return pool_ == nullptr; }
+  // Nothing new starts; waits for the jobs and the waits on others' tasks still in flight.
+  void stop_and_wait() noexcept {
+    stopping_.store(true, std::memory_order_relaxed);
+    for (;;) {
+      {
+        std::unique_lock lock(mutex_);
+        for (;;) {
+          if (pool_ == nullptr && !foreign_.empty()) finish_foreign(lock);
+          if (foreign_waits_.load(std::memory_order_acquire) == 0) break;
+          changed_.wait(lock);
+        }
+      }
+      if (!group_) return;
+      try {
+        group_->wait();  // helps run what is queued
+      } catch (...) {
+        report_error("strand::make: a graph job threw", std::current_exception());
+      }
+      if (foreign_waits_.load(std::memory_order_acquire) == 0) return;
+    }
+  }
 
  private:
-  // Walks the graph from the requested tasks, under the graph lock, into nodes_ and successors_:
-  // two passes over the edges, no allocation per task.
+  // Walks the graph from the requested tasks, under the graph lock, in one pass: each task gets
+  // an index when first seen and each edge is written down then, as (prerequisite, dependent), so
+  // no task is read twice. Successor lists are then built from that flat list (a counting sort).
   void collect() {
     std::lock_guard lock(Runtime::graph_mutex());
     const auto mark = Runtime::next_mark();
     std::vector<Task*> order;
-    std::vector<Task*> stack;
-    for (auto it = requested_.rbegin(); it != requested_.rend(); ++it) {
-      if (!*it) throw std::invalid_argument("strand::make: a task is null");
-      stack.push_back(it->get());
-    }
-    while (!stack.empty()) {
-      Task* t = stack.back();
-      stack.pop_back();
-      if (Runtime::mark(*t) == mark) continue;
+    std::vector<std::uint32_t> stack;
+    std::vector<std::uint8_t> counted;
+    std::vector<std::pair<std::uint32_t, std::uint32_t>> edges;
+    const auto visit = [&](Task* t) {
+      if (Runtime::mark(*t) == mark) return Runtime::index(*t);
+      if (order.size() >= kNone - 1) throw std::length_error("strand::make: too many tasks");
+      const auto i = static_cast<std::uint32_t>(order.size());
       Runtime::mark(*t) = mark;
-      Runtime::index(*t) = static_cast<std::uint32_t>(order.size());
+      Runtime::index(*t) = i;
       order.push_back(t);
-      if (t->state() != TaskState::pending) continue;  // finished or someone else's: no need
-      auto& prerequisites = Runtime::prerequisites(*t);
-      for (auto p = prerequisites.rbegin(); p != prerequisites.rend(); ++p) {
-        if (Runtime::mark(**p) != mark) stack.push_back(p->get());
+      counted.push_back(0);
+      stack.push_back(i);
+      return i;
+    };
+    for (const auto& t : requested_) {
+      if (!t) throw std::invalid_argument("strand::make: a task is null");
+      visit(t.get());
+    }
+    std::reverse(stack.begin(), stack.end());  // the first requested is walked first
+    while (!stack.empty()) {
+      const std::uint32_t i = stack.back();
+      stack.pop_back();
+      Task& t = *order[i];
+      if (t.state() != TaskState::pending) continue;  // finished or someone else's: no need
+      counted[i] = 1;
+      const auto& prerequisites = Runtime::prerequisites(t);
+      for (std::size_t k = prerequisites.size(); k-- > 0;) {
+        edges.emplace_back(visit(prerequisites[k].get()), i);
       }
     }
-    if (order.size() >= kNone) throw std::length_error("strand::make: too many tasks");
     size_ = static_cast<std::uint32_t>(order.size());
     nodes_ = std::make_unique<Node[]>(size_);
     std::vector<std::uint32_t> offsets(size_ + 1, 0);
+    std::vector<std::uint32_t> unfinished(size_, 0);
+    for (const auto& [from, to] : edges) {
+      ++offsets[from + 1];
+      ++unfinished[to];
+    }
+    for (std::uint32_t i = 0; i < size_; ++i) offsets[i + 1] += offsets[i];
     for (std::uint32_t i = 0; i < size_; ++i) {
       Node& node = nodes_[i];
       node.task = order[i];
-      if (order[i]->state() != TaskState::pending) continue;
-      node.counted = true;
-      const auto& prerequisites = Runtime::prerequisites(*order[i]);
-      node.unfinished.store(static_cast<std::uint32_t>(prerequisites.size()),
-                            std::memory_order_relaxed);
-      for (const auto& p : prerequisites) ++offsets[Runtime::index(*p) + 1];
+      node.counted = counted[i] != 0;
+      node.unfinished.store(unfinished[i], std::memory_order_relaxed);
+      node.first_successor = node.end_successor = offsets[i];
     }
-    for (std::uint32_t i = 0; i < size_; ++i) offsets[i + 1] += offsets[i];
-    successors_.resize(offsets[size_]);
-    for (std::uint32_t i = 0; i < size_; ++i) {
-      nodes_[i].first_successor = nodes_[i].end_successor = offsets[i];
-    }
-    for (std::uint32_t i = 0; i < size_; ++i) {
-      if (!nodes_[i].counted) continue;
-      for (const auto& p : Runtime::prerequisites(*order[i])) {
-        successors_[nodes_[Runtime::index(*p)].end_successor++] = i;
-      }
-    }
+    successors_.resize(edges.size());
+    for (const auto& [from, to] : edges) successors_[nodes_[from].end_successor++] = to;
     for (const auto& t : requested_) {
       Node& node = nodes_[Runtime::index(*t)];
       if (!node.requested) ++requested_count_;
@@ -201,7 +204,7 @@ class Run : public std::enable_shared_from_this<Run> {
         return;
       }
       if (state != TaskState::pending) {  // queued or running elsewhere: wait for it
-        in_flight_.fetch_add(1, std::memory_order_relaxed);
+        foreign_waits_.fetch_add(1, std::memory_order_relaxed);
         t.notify([self = shared_from_this(), i](Task&) { self->foreign_finished(i); });
         return;
       }
@@ -209,9 +212,9 @@ class Run : public std::enable_shared_from_this<Run> {
       if (stopping_.load(std::memory_order_relaxed)) return;
       const Task* culprit = nullptr;
       TaskState culprit_state = TaskState::failed;
-      if (auto f = node.failed_by.load(std::memory_order_acquire); f != kNone) {
+      if (auto f = node.failed_by.load(std::memory_order_relaxed); f != kNone) {
         culprit = &task(f);
-      } else if (auto c = node.cancelled_by.load(std::memory_order_acquire); c != kNone) {
+      } else if (auto c = node.cancelled_by.load(std::memory_order_relaxed); c != kNone) {
         culprit = &task(c);
         culprit_state = TaskState::cancelled;
       } else if (!node.counted) {
@@ -236,7 +239,7 @@ class Run : public std::enable_shared_from_this<Run> {
         return;
       }
       if (Runtime::apply_if(t, TaskState::pending, TaskEvent::queue)) {
-        post(i);
+        post(i, work);
         return;
       }
     }
@@ -244,30 +247,28 @@ class Run : public std::enable_shared_from_this<Run> {
 
   // A node that was not PENDING when make() started but is now (retried meanwhile): its
   // prerequisites were never counted, so any that is not DONE fails it (cs.taskqueue's last rule).
-  const Task* first_not_done(Task& t, TaskState& state) {
+  static const Task* first_not_done(Task& t, TaskState& state) {
     std::lock_guard lock(Runtime::graph_mutex());
-    for (const auto& p : Runtime::prerequisites(t)) {
-      state = p->state();
-      if (state != TaskState::done) return p.get();
+    const auto& prerequisites = Runtime::prerequisites(t);
+    for (std::size_t k = 0; k < prerequisites.size(); ++k) {
+      state = prerequisites[k]->state();
+      if (state != TaskState::done) return prerequisites[k].get();
     }
     return nullptr;
   }
 
-  void post(std::uint32_t i) {
-    in_flight_.fetch_add(1, std::memory_order_relaxed);
+  void post(std::uint32_t i, std::vector<std::uint32_t>& work) {
     try {
-      pool_->post([self = shared_from_this(), i] { self->job(i); });
-    } catch (...) {  // the pool is shut down: the task fails with that reason
+      group_->run([this, i] { job(i); });  // the group's wait keeps this Run alive meanwhile
+    } catch (...) {                        // the pool is shut down: the task fails with that reason
       Runtime::apply_if(task(i), TaskState::queued, TaskEvent::fail, nullptr,
                         std::current_exception());
-      std::vector<std::uint32_t> work;
       finished(i, work);
-      drain(work, false, nullptr);
-      release_in_flight();
     }
   }
 
-  // A pool job: runs node i, then whatever that makes ready, one task inline at a time.
+  // A pool job: runs node i, then whatever that makes ready, one task inline at a time; the rest
+  // goes to the pool.
   void job(std::uint32_t i) {
     static thread_local std::vector<std::uint32_t> work;
     std::uint32_t next = kNone;
@@ -283,7 +284,6 @@ class Run : public std::enable_shared_from_this<Run> {
       finished(current, work);
       drain(work, true, &next);
     }
-    release_in_flight();
   }
 
   void drain(std::vector<std::uint32_t>& work, bool may_run_inline, std::uint32_t* next) {
@@ -301,7 +301,7 @@ class Run : public std::enable_shared_from_this<Run> {
     Node& node = nodes_[i];
     const TaskState state = node.task->state();
     if (node.requested) {
-      if (fail_fast_ && state != TaskState::done) stop();
+      if (fail_fast_ && state != TaskState::done) stopping_.store(true, std::memory_order_relaxed);
       {
         std::lock_guard lock(mutex_);
         inbox_.push_back(i);
@@ -315,6 +315,7 @@ class Run : public std::enable_shared_from_this<Run> {
         std::uint32_t none = kNone;
         culprit.compare_exchange_strong(none, i, std::memory_order_relaxed);
       }
+      // acq_rel: whoever takes the count to zero sees every culprit the others wrote.
       if (successor.unfinished.fetch_sub(1, std::memory_order_acq_rel) == 1) {
         work.push_back(successors_[k]);
       }
@@ -323,7 +324,7 @@ class Run : public std::enable_shared_from_this<Run> {
 
   // Another make(), bg() or run() finished node i's task, on its thread.
   void foreign_finished(std::uint32_t i) {
-    if (pool_ == nullptr) {  // the iterating thread finishes it (wait_finished)
+    if (pool_ == nullptr) {  // the iterating thread finishes it (wait_for_progress)
       {
         std::lock_guard lock(mutex_);
         foreign_.push_back(i);
@@ -334,14 +335,18 @@ class Run : public std::enable_shared_from_this<Run> {
     std::vector<std::uint32_t> work;
     finished(i, work);
     drain(work, false, nullptr);
-    release_in_flight();
+    std::lock_guard lock(mutex_);  // so a waiter between its check and its sleep hears this
+    foreign_waits_.fetch_sub(1, std::memory_order_acq_rel);
+    changed_.notify_all();
   }
 
-  void release_in_flight() {
-    if (in_flight_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-      std::lock_guard lock(mutex_);  // so a waiter between its check and its sleep hears this
-      changed_.notify_all();
-    }
+  // No executor: finishes, on the iterating thread, the others' tasks that finished.
+  void finish_foreign(std::unique_lock<std::mutex>& lock) {
+    auto foreign = std::exchange(foreign_, {});
+    lock.unlock();
+    for (std::uint32_t i : foreign) finished(i, ready_);
+    foreign_waits_.fetch_sub(static_cast<std::uint32_t>(foreign.size()), std::memory_order_acq_rel);
+    lock.lock();
   }
 
   std::vector<TaskPtr> requested_;  // keep the graph alive
@@ -352,7 +357,7 @@ class Run : public std::enable_shared_from_this<Run> {
   std::vector<std::uint32_t> successors_;
   std::size_t requested_count_ = 0;
   std::atomic<bool> stopping_{false};
-  std::atomic<std::uint32_t> in_flight_{0};  // pool jobs and waits on others' tasks
+  std::atomic<std::uint32_t> foreign_waits_{0};  // notify()s on others' tasks not yet called
 
   std::vector<std::uint32_t> ready_;  // no executor: settled-ready, not yet claimed
 
@@ -360,6 +365,9 @@ class Run : public std::enable_shared_from_this<Run> {
   std::condition_variable changed_;
   std::vector<std::uint32_t> inbox_;    // requested nodes that finished
   std::vector<std::uint32_t> foreign_;  // no executor: others' tasks that finished
+
+  // Last, so it is destroyed first: its destructor waits for jobs that use everything above.
+  std::optional<TaskGroup> group_;
 };
 
 // Leaving the loop (at the end, early, or by fail_fast) waits for the run's jobs.

@@ -30,10 +30,7 @@ struct TaskRuntime {
   // `culprit`, named in the reason; false if the task is not PENDING.
   static bool settle_from_prerequisite(Task& task, const Task& culprit, TaskState culprit_state);
 
-  static std::vector<TaskPtr>& prerequisites(Task& task) noexcept { return task.prerequisites_; }
-  static std::vector<std::weak_ptr<Task>>& dependents(Task& task) noexcept {
-    return task.dependents_;
-  }
+  static SmallVector<TaskPtr, 2>& prerequisites(Task& task) noexcept { return task.prerequisites_; }
   static std::uint64_t& mark(Task& task) noexcept { return task.mark_; }
   static std::uint32_t& index(Task& task) noexcept { return task.index_; }
 };

@@ -18,7 +18,13 @@ namespace strand {
 namespace {
 
 std::string quoted(std::string_view name) {
-  return "\"" + std::string(name) + "\"";
+  // Built by appends: GCC 12's -Wrestrict misfires on "\"" + std::string(name) at -O3.
+  std::string out;
+  out.reserve(name.size() + 2);
+  out += '"';
+  out += name;
+  out += '"';
+  return out;
 }
 
 std::string demangled(const std::type_info& type) {
@@ -150,7 +156,7 @@ bool detail::TaskRuntime::apply_if(Task& task, TaskState from, TaskEvent event, 
     if (is_finished(*to)) {
       if (result != nullptr) task.result_ = std::move(*result);
       task.error_ = std::move(error);
-      callbacks.swap(task.callbacks_);
+      if (!task.callbacks_.empty()) callbacks.swap(task.callbacks_);
     } else if (event == TaskEvent::retry) {
       task.result_.reset();
       task.error_ = nullptr;
@@ -161,9 +167,9 @@ bool detail::TaskRuntime::apply_if(Task& task, TaskState from, TaskEvent event, 
     std::lock_guard lock(print_mutex());
     std::cout << task.name_ << ' ' << seen << "->" << event << "->" << *to << '\n';
   }
-  if (task.tracker_) {
+  if (task.extras_ && task.extras_->tracker) {
     try {
-      task.tracker_(task, seen, event, *to);
+      task.extras_->tracker(task, seen, event, *to);
     } catch (...) {
       report_error("strand: a task tracker threw", std::current_exception());
     }
@@ -194,9 +200,9 @@ void detail::TaskRuntime::execute(Task& task) noexcept {
     } else {
       event = TaskEvent::fail;
     }
-  } else if (task.cancel_on_result_) {
+  } else if (task.extras_ && task.extras_->cancel_on_result) {
     try {
-      if (task.cancel_on_result_(value)) {
+      if (task.extras_->cancel_on_result(value)) {
         event = TaskEvent::cancel;
         error = cancellation(task, "cancel_on_result returned true");
       }
@@ -231,9 +237,14 @@ bool detail::TaskRuntime::settle_from_prerequisite(Task& task, const Task& culpr
 // ---- Task ----
 
 Task::Task(Private, std::string name, TaskOptions options)
-    : name_(std::move(name)),
-      print_transitions_(options.track),
-      cancel_on_exception_(options.cancel_on_exception) {}
+    : print_transitions_(options.track),
+      cancel_on_exception_(options.cancel_on_exception),
+      name_(std::move(name)) {}
+
+Task::Extras& Task::extras() {
+  if (!extras_) extras_ = std::make_unique<Extras>();
+  return *extras_;
+}
 
 TaskPtr Task::make(std::string name, TaskOptions options) {
   return std::make_shared<Task>(Private{}, std::move(name), options);
@@ -246,10 +257,12 @@ Task::~Task() {
   static thread_local std::vector<TaskPtr>* releasing = nullptr;
   if (prerequisites_.empty()) return;
   if (releasing != nullptr) {
-    for (auto& p : prerequisites_) releasing->push_back(std::move(p));
+    for (std::size_t i = 0; i < prerequisites_.size(); ++i) {
+      releasing->push_back(std::move(prerequisites_[i]));
+    }
     return;
   }
-  std::vector<TaskPtr> pending = std::move(prerequisites_);
+  std::vector<TaskPtr> pending = prerequisites_.take();
   releasing = &pending;
   while (!pending.empty()) {
     TaskPtr last = std::move(pending.back());
@@ -283,7 +296,8 @@ Task& Task::require(const TaskPtr& other) {
         cycle.insert(cycle.end(), path.rbegin(), path.rend());
         throw CycleError(std::move(cycle));
       }
-      for (const auto& p : t->prerequisites_) {
+      for (std::size_t i = 0; i < t->prerequisites_.size(); ++i) {
+        const TaskPtr& p = t->prerequisites_[i];
         if (p->mark_ == mark) continue;
         p->mark_ = mark;
         reached_from[p.get()] = t;
@@ -294,8 +308,9 @@ Task& Task::require(const TaskPtr& other) {
   prerequisites_.push_back(other);
   // Forget dependents that are gone, so a long-lived prerequisite's list does not only grow.
   auto& deps = other->dependents_;
-  if (!deps.empty() && deps.size() == deps.capacity() && deps.front().expired()) {
-    std::erase_if(deps, [](const std::weak_ptr<Task>& d) { return d.expired(); });
+  const auto n = deps.size();
+  if (n >= 8 && (n & (n - 1)) == 0) {  // at sizes 8, 16, 32...: amortised O(1)
+    deps.erase_if([](const std::weak_ptr<Task>& d) { return d.expired(); });
   }
   deps.push_back(weak_from_this());
   return *this;
@@ -303,14 +318,14 @@ Task& Task::require(const TaskPtr& other) {
 
 std::vector<TaskPtr> Task::prerequisites() const {
   std::lock_guard lock(Runtime::graph_mutex());
-  return prerequisites_;
+  return prerequisites_.to_vector();
 }
 
 std::vector<TaskPtr> Task::dependents() const {
   std::lock_guard lock(Runtime::graph_mutex());
   std::vector<TaskPtr> alive;
-  for (const auto& d : dependents_) {
-    if (auto t = d.lock()) alive.push_back(std::move(t));
+  for (std::size_t i = 0; i < dependents_.size(); ++i) {
+    if (auto t = dependents_[i].lock()) alive.push_back(std::move(t));
   }
   return alive;
 }
@@ -321,7 +336,9 @@ namespace {
 void claim_for_run(Task& task) {
   {
     std::lock_guard lock(Runtime::graph_mutex());
-    for (const auto& p : Runtime::prerequisites(task)) {
+    const auto& prerequisites = Runtime::prerequisites(task);
+    for (std::size_t i = 0; i < prerequisites.size(); ++i) {
+      const TaskPtr& p = prerequisites[i];
       const auto state = p->state();
       if (state != TaskState::done) throw BlockedError(task.name(), p->name(), state);
     }
@@ -436,7 +453,7 @@ Task& Task::track(bool on) {
 }
 
 Task& Task::track(TaskTracker tracker) {
-  tracker_ = std::move(tracker);
+  extras().tracker = std::move(tracker);
   return *this;
 }
 
