@@ -131,12 +131,16 @@ class Run : public std::enable_shared_from_this<Run> {
   // Walks the graph from the requested tasks, under the graph lock, in one pass: each task gets
   // an index when first seen and each edge is written down then, as (prerequisite, dependent), so
   // no task is read twice. Successor lists are then built from that flat list (a counting sort).
+  //
+  // The walk is breadth-first with the prerequisites it meets looked at a few steps later, after
+  // a prefetch: on a wide graph many tasks' cache misses overlap instead of waiting one by one
+  // (the walk was half of make()'s time on 100,000 tasks before).
   void collect() {
     std::lock_guard lock(Runtime::graph_mutex());
     const auto mark = Runtime::next_mark();
     std::vector<Task*> order;
-    std::vector<std::uint32_t> stack;
     std::vector<std::uint8_t> counted;
+    std::vector<std::pair<Task*, std::uint32_t>> met;  // (prerequisite, dependent), in order met
     std::vector<std::pair<std::uint32_t, std::uint32_t>> edges;
     const auto visit = [&](Task* t) {
       if (Runtime::mark(*t) == mark) return Runtime::index(*t);
@@ -146,23 +150,38 @@ class Run : public std::enable_shared_from_this<Run> {
       Runtime::index(*t) = i;
       order.push_back(t);
       counted.push_back(0);
-      stack.push_back(i);
       return i;
     };
     for (const auto& t : requested_) {
       if (!t) throw std::invalid_argument("strand::make: a task is null");
       visit(t.get());
     }
-    std::reverse(stack.begin(), stack.end());  // the first requested is walked first
-    while (!stack.empty()) {
-      const std::uint32_t i = stack.back();
-      stack.pop_back();
-      Task& t = *order[i];
-      if (t.state() != TaskState::pending) continue;  // finished or someone else's: no need
-      counted[i] = 1;
-      const auto& prerequisites = Runtime::prerequisites(t);
-      for (std::size_t k = prerequisites.size(); k-- > 0;) {
-        edges.emplace_back(visit(prerequisites[k].get()), i);
+    constexpr std::size_t kLookahead = 16;
+    std::size_t expanded = 0;  // order[0, expanded) had their prerequisites met
+    std::size_t resolved = 0;  // met[0, resolved) are edges already
+    const auto resolve_one = [&] {
+      const auto [p, dependent] = met[resolved++];
+      edges.emplace_back(visit(p), dependent);
+    };
+    for (;;) {
+      if (expanded < order.size()) {
+        const auto i = static_cast<std::uint32_t>(expanded++);
+        Task& t = *order[i];
+        if (t.state() == TaskState::pending) {  // finished or someone else's: no need to look
+          counted[i] = 1;
+          const auto& prerequisites = Runtime::prerequisites(t);
+          for (std::size_t k = 0; k < prerequisites.size(); ++k) {
+            Task* p = prerequisites[k].get();
+            __builtin_prefetch(p);
+            __builtin_prefetch(reinterpret_cast<const char*>(p) + 64);
+            met.emplace_back(p, i);
+          }
+        }
+        if (met.size() - resolved > kLookahead) resolve_one();
+      } else if (resolved < met.size()) {
+        resolve_one();
+      } else {
+        break;
       }
     }
     size_ = static_cast<std::uint32_t>(order.size());
