@@ -1,4 +1,5 @@
 #include "demo.hpp"
+#include "graph_demo.hpp"
 
 #include <unistd.h>
 
@@ -118,7 +119,8 @@ int run_demo(const DemoOptions& options, std::ostream& out) {
     out << "  get(20ms) on a slow task: " << e.what() << "\n";
   }
   out << "  cancel() -> " << std::boolalpha << slow.cancel() << ", status " << slow.status()
-      << "\n";
+      << "\n\n";
+  run_graph_demo(out);
   return 0;
 }
 
