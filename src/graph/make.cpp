@@ -75,6 +75,7 @@ class Run : public std::enable_shared_from_this<Run> {
     std::uint32_t next = kNone;
     settle(i, /*may_run_inline=*/true, &next, ready_);
     if (next != kNone) {
+      prefetch_successors(next);
       Runtime::execute(task(next));
       finished(next, ready_);
     }
@@ -299,9 +300,21 @@ class Run : public std::enable_shared_from_this<Run> {
     }
     while (next != kNone) {
       const std::uint32_t current = std::exchange(next, kNone);
+      prefetch_successors(current);
       Runtime::execute(task(current));
       finished(current, work);
       drain(work, true, &next);
+    }
+  }
+
+  // The successors' tasks are touched right after this one finishes: start loading them now, so
+  // their cache misses overlap this task's run instead of following it.
+  void prefetch_successors(std::uint32_t i) const noexcept {
+    const Node& node = nodes_[i];
+    for (std::uint32_t k = node.first_successor; k < node.end_successor; ++k) {
+      const Task* t = nodes_[successors_[k]].task;
+      __builtin_prefetch(t);
+      __builtin_prefetch(reinterpret_cast<const char*>(t) + 64);
     }
   }
 
