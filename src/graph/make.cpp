@@ -313,8 +313,8 @@ class Run : public std::enable_shared_from_this<Run> {
     const Node& node = nodes_[i];
     for (std::uint32_t k = node.first_successor; k < node.end_successor; ++k) {
       const Task* t = nodes_[successors_[k]].task;
-      __builtin_prefetch(t);
-      __builtin_prefetch(reinterpret_cast<const char*>(t) + 64);
+      __builtin_prefetch(t, 1);  // for writing: its lock and state are taken next
+      __builtin_prefetch(reinterpret_cast<const char*>(t) + 64, 1);
     }
   }
 
