@@ -262,6 +262,30 @@ TEST(MakeOnPool, IndependentTasksRunInParallel) {
   EXPECT_EQ(b->state(), TaskState::done);
 }
 
+TEST(MakeOnPool, ConcurrentMakesShareTasksAndRunEachOnce) {
+  ThreadPool pool(2);
+  std::atomic<int> root_runs{0};
+  auto root = Task::make("root", [&root_runs] { ++root_runs; });
+  std::vector<TaskPtr> left;
+  std::vector<TaskPtr> right;
+  for (int i = 0; i < 200; ++i) {
+    left.push_back(root->then("left", [] {}));
+    right.push_back(root->then("right", [] {}));
+  }
+  auto shared = Task::make("shared", [] {});
+  shared->require(left.back()).require(right.back());
+  left.push_back(shared);
+  right.push_back(shared);
+  auto a = make_later(left, {.executor = &pool});
+  auto b = make_later(right, {.executor = &pool});
+  auto c = make_later(right);  // and one without an executor
+  EXPECT_EQ(a.get(5s).size(), 201U);
+  EXPECT_EQ(b.get(5s).size(), 201U);
+  EXPECT_EQ(c.get(5s).size(), 201U);
+  EXPECT_EQ(root_runs.load(), 1);
+  EXPECT_EQ(shared->state(), TaskState::done);
+}
+
 TEST(MakeOnPool, YieldsInCompletionOrder) {
   ThreadPool pool(2);
   testing::Gate release;
