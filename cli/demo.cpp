@@ -1,4 +1,5 @@
 #include "demo.hpp"
+#include "graph_demo.hpp"
 
 #include "jobs.hpp"
 
@@ -163,6 +164,9 @@ int run_demo(const DemoOptions& options, std::ostream& out) {
   }
   out << "  cancel() -> " << std::boolalpha << slow.cancel() << ", status " << slow.status()
       << "\n\n";
+  run_graph_demo(out);
+  out << "
+";
   return run_compute_demo(options, out);
 }
 
