@@ -41,8 +41,8 @@ std::shared_ptr<strand::Store> make_store(const std::string& kind) {
 
 void launch_collect(benchmark::State& state, const std::string& kind, strand::Target backend) {
   auto store = make_store(kind);
-  auto fn = strand::async_compute([](int x) { return x + 1; },
-                                  {.store = store, .backend = backend});
+  auto fn =
+      strand::async_compute([](int x) { return x + 1; }, {.store = store, .backend = backend});
   std::vector<strand::ComputationHandle<int>> handles;
   handles.reserve(kComputations);
   for (auto _ : state) {
@@ -57,8 +57,8 @@ void launch_collect(benchmark::State& state, const std::string& kind, strand::Ta
     for (const auto& key : store->keys()) store->erase(key);
     state.ResumeTiming();
   }
-  state.counters["per_second"] = benchmark::Counter(
-      kComputations, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["per_second"] =
+      benchmark::Counter(kComputations, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // From the function's return to get_result returning, measured 200 times in sequence.
@@ -88,16 +88,20 @@ void completion_latency(benchmark::State& state, const std::string& kind) {
 void register_benchmarks() {
   for (const std::string kind : {"memory", "file", "sqlite"}) {
     for (auto backend : {strand::Target::thread, strand::Target::pool}) {
-      const std::string name = "launch_collect_2000/" + kind + "/" +
-                               std::string(strand::to_string(backend));
-      benchmark::RegisterBenchmark(name.c_str(), [kind, backend](benchmark::State& s) {
-        launch_collect(s, kind, backend);
-      })->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
+      const std::string name =
+          "launch_collect_2000/" + kind + "/" + std::string(strand::to_string(backend));
+      benchmark::RegisterBenchmark(
+          name.c_str(), [kind, backend](benchmark::State& s) { launch_collect(s, kind, backend); })
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime()
+          ->Iterations(3);
     }
     const std::string name = "completion_to_get_result/" + kind;
-    benchmark::RegisterBenchmark(name.c_str(), [kind](benchmark::State& s) {
-      completion_latency(s, kind);
-    })->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
+    benchmark::RegisterBenchmark(name.c_str(),
+                                 [kind](benchmark::State& s) { completion_latency(s, kind); })
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime()
+        ->Iterations(1);
   }
 }
 

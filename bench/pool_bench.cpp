@@ -29,8 +29,8 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
 
-#include "strand/task_group.hpp"
 #include "ratio_table.hpp"
+#include "strand/task_group.hpp"
 #include "strand/thread_pool.hpp"
 
 namespace {
@@ -223,12 +223,7 @@ constexpr const char* kFibTbb = "fib27/tbb_task_group";
 
 void register_benchmarks() {
   // A fixed number of iterations keeps the whole run well under a minute on two cores.
-  const auto add = [](const char* name, void (*fn)(benchmark::State&), int iterations) {
-    benchmark::RegisterBenchmark(name, fn)
-        ->Unit(benchmark::kMillisecond)
-        ->UseRealTime()
-        ->Iterations(iterations);
-  };
+  using strand::bench::add;
   add(kStrandGroup, empty_strand_group, 5);
   add(kStrandHandles, empty_strand_handles, 5);
   add(kTbbGroup, empty_tbb_group, 5);

@@ -106,12 +106,7 @@ constexpr const char* kBurstStrand = "burst200/strand_process";
 constexpr const char* kBurstRaw = "burst200/fork_pipe_waitpid";
 
 void register_benchmarks() {
-  const auto add = [](const char* name, void (*fn)(benchmark::State&), int iterations) {
-    benchmark::RegisterBenchmark(name, fn)
-        ->Unit(benchmark::kMillisecond)
-        ->UseRealTime()
-        ->Iterations(iterations);
-  };
+  using strand::bench::add;
   add(kTripStrand, roundtrip_strand, 2);
   add(kTripRaw, roundtrip_raw, 2);
   add(kBurstStrand, burst_strand, 10);

@@ -32,7 +32,8 @@ struct Ratio {
   const char* target;   // e.g. "<= 0.80"; "" for a row shown for information only
   double limit = 0;     // the target's number
   bool strict = false;  // "<" rather than "<="
-  const char* counter = "";  // compare this counter (scaled by `scale`); "" for real ms per iteration
+  const char* counter =
+      "";  // compare this counter (scaled by `scale`); "" for real ms per iteration
   double scale = 1;
   bool higher_is_better = false;  // a rate (ours / peer is still printed; met if >= limit)
 };
@@ -88,9 +89,17 @@ inline void print_ratios(const std::map<std::string, Result>& results, std::span
                                             : ratio <= row.limit;
       verdict = met ? "met" : "MISSED";
     }
-    std::printf("%-44s %12.3f %12.3f %7.3f %8s  %s\n", row.label, a, b, ratio, row.target,
-                verdict);
+    std::printf("%-44s %12.3f %12.3f %7.3f %8s  %s\n", row.label, a, b, ratio, row.target, verdict);
   }
+}
+
+// Registers a benchmark timed in real milliseconds with a fixed number of iterations: what every
+// comparison here wants (a fixed amount of work keeps a run short and the peers comparable).
+inline void add(const char* name, void (*fn)(benchmark::State&), int iterations) {
+  benchmark::RegisterBenchmark(name, fn)
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime()
+      ->Iterations(iterations);
 }
 
 // Google Benchmark's main, with the table at the end.

@@ -19,6 +19,7 @@
 #include "strand/generator.hpp"
 #include "strand/runner.hpp"
 #include "strand/thread_pool.hpp"
+#include "support.hpp"
 
 using namespace std::chrono_literals;
 
@@ -35,27 +36,12 @@ struct Overheated : std::runtime_error {
 
 namespace {
 
-// Children of this test process that exist (running or zombie), read from /proc.
+// Children of this test process that exist (running or zombie).
 std::vector<int> children_of_this_process() {
   std::vector<int> found;
-  DIR* proc = ::opendir("/proc");
-  if (proc == nullptr) return found;
-  while (dirent* entry = ::readdir(proc)) {
-    const int pid = std::atoi(entry->d_name);
-    if (pid <= 0) continue;
-    std::ifstream stat("/proc/" + std::string(entry->d_name) + "/stat");
-    std::string line;
-    if (!std::getline(stat, line)) continue;
-    // pid (comm) state ppid ...: comm may hold spaces, so parse from the last ')'.
-    const auto close = line.rfind(')');
-    if (close == std::string::npos) continue;
-    char state = 0;
-    int ppid = 0;
-    if (std::sscanf(line.c_str() + close + 1, " %c %d", &state, &ppid) == 2 && ppid == ::getpid()) {
-      found.push_back(pid);
-    }
+  for (const auto& p : strand::testing::all_processes()) {
+    if (p.ppid == ::getpid()) found.push_back(p.pid);
   }
-  ::closedir(proc);
   return found;
 }
 

@@ -16,32 +16,18 @@
 #include <thread>
 #include <vector>
 
+#include "support.hpp"
+
 using namespace std::chrono_literals;
 
 namespace {
 
-// Live (not zombie) processes whose process group is `pgid`, read from /proc.
+// Live (not zombie) processes whose process group is `pgid`.
 std::vector<int> live_members_of_group(int pgid) {
   std::vector<int> found;
-  DIR* proc = ::opendir("/proc");
-  if (proc == nullptr) return found;
-  while (dirent* entry = ::readdir(proc)) {
-    const int pid = std::atoi(entry->d_name);
-    if (pid <= 0) continue;
-    std::ifstream stat("/proc/" + std::string(entry->d_name) + "/stat");
-    std::string line;
-    if (!std::getline(stat, line)) continue;
-    const auto close = line.rfind(')');
-    if (close == std::string::npos) continue;
-    char state = 0;
-    int ppid = 0;
-    int pgrp = 0;
-    if (std::sscanf(line.c_str() + close + 1, " %c %d %d", &state, &ppid, &pgrp) == 3 &&
-        pgrp == pgid && state != 'Z') {
-      found.push_back(pid);
-    }
+  for (const auto& p : strand::testing::all_processes()) {
+    if (p.pgrp == pgid && p.state != 'Z') found.push_back(p.pid);
   }
-  ::closedir(proc);
   return found;
 }
 

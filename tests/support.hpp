@@ -1,8 +1,13 @@
 // Small tools shared by the tests: a one-shot gate and a capture of strand's error reports.
 #pragma once
 
+#include <dirent.h>
+
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <future>
 #include <memory>
 #include <mutex>
@@ -15,6 +20,36 @@
 #include "strand/errors.hpp"
 
 namespace strand::testing {
+
+// One line of /proc/<pid>/stat for every process: what tests that check for leftover children
+// and process groups read.
+struct ProcStat {
+  int pid = 0;
+  char state = 0;  // 'Z' for a zombie
+  int ppid = 0;
+  int pgrp = 0;
+};
+inline std::vector<ProcStat> all_processes() {
+  std::vector<ProcStat> found;
+  DIR* proc = ::opendir("/proc");
+  if (proc == nullptr) return found;
+  while (dirent* entry = ::readdir(proc)) {
+    ProcStat st;
+    st.pid = std::atoi(entry->d_name);
+    if (st.pid <= 0) continue;
+    std::ifstream stat("/proc/" + std::string(entry->d_name) + "/stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    // pid (comm) state ppid pgrp ...: comm may hold spaces, so parse from the last ')'.
+    const auto close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    if (std::sscanf(line.c_str() + close + 1, " %c %d %d", &st.state, &st.ppid, &st.pgrp) == 3) {
+      found.push_back(st);
+    }
+  }
+  ::closedir(proc);
+  return found;
+}
 
 // A one-shot event: tasks block on wait() until the test calls open(). Copies share the event.
 class Gate {

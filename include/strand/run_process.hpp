@@ -81,6 +81,8 @@ class RunningProcess {
 
  private:
   void wait_until_ready(const RunProcessOptions& options);
+  // The child exited while run_process waited for it: reap it, then throw ProcessStartError.
+  [[noreturn]] void ended_before_ready();
 
   pid_t pid_ = -1;
   int pidfd_ = -1;

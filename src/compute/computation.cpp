@@ -45,13 +45,11 @@ Record finished_record(Store& store, const std::string& key, const Handle<void>*
   if (local != nullptr && local->valid()) {
     // The record is written before the in-process handle completes: waiting on the handle wakes
     // on the spot, with no store polling.
-    if (timeout) {
-      if (!local->wait_for(*timeout)) throw Timeout(*timeout);
-    } else if (!local->ready()) {
-      throw NotReady("strand: computation " + key + " has not finished yet");
-    }
+    if (timeout && !local->wait_for(*timeout)) throw Timeout(*timeout);
+    // Without a timeout the record decides: a process child may have written it a moment before
+    // the parent heard back.
     r = store.get(key);
-    if (r.status == Status::failed && local->status() == Status::failed) {
+    if (r.status == Status::failed && local->ready() && local->status() == Status::failed) {
       local->get();  // the very exception the function threw, with its type
     }
   } else if (timeout) {

@@ -2,32 +2,38 @@
 
 #include <pthread.h>
 
+#include <condition_variable>
 #include <mutex>
+#include <new>
 
 namespace strand::detail {
 namespace {
 
-void init_quiet(pthread_rwlock_t* lock) noexcept {
-  pthread_rwlockattr_t attr;
-  pthread_rwlockattr_init(&attr);
-  pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-  pthread_rwlock_init(lock, &attr);
-  pthread_rwlockattr_destroy(&attr);
-}
-
-pthread_rwlock_t* quiet() noexcept {
-  static pthread_rwlock_t* lock = [] {
-    static pthread_rwlock_t l;
-    init_quiet(&l);
-    return &l;
-  }();
-  return lock;
+// ForkQuiet's state: how many operations hold it, and whether a fork waits for them. A mutex and a
+// condition variable rather than an rwlock: a child must release what its parent's thread took, and
+// a writer-preferring rwlock refuses an unlock from another thread id (the child's).
+struct Quiet {
+  std::mutex mutex;
+  std::condition_variable idle;  // active reached 0, or the fork is over
+  int active = 0;
+  bool fork_pending = false;
+};
+Quiet& quiet() noexcept {
+  static auto* q = new Quiet;  // never destroyed: operations may run during static destruction
+  return *q;
 }
 
 // Lock order: quiet (waits for operations that must not be split by a fork), default pool, error
 // reporter, job orphans (none of these is taken while holding another anywhere else).
 void prepare() noexcept {
-  pthread_rwlock_wrlock(quiet());
+  auto& q = quiet();
+  q.mutex.lock();  // held until after the fork, on both sides
+  q.fork_pending = true;
+  while (q.active > 0) {
+    std::unique_lock lock(q.mutex, std::adopt_lock);
+    q.idle.wait(lock);
+    lock.release();
+  }
   lock_default_pool();
   lock_error_reporter();
   lock_job_orphans();
@@ -37,7 +43,10 @@ void parent() noexcept {
   unlock_job_orphans();
   unlock_error_reporter();
   unlock_default_pool();
-  pthread_rwlock_unlock(quiet());
+  auto& q = quiet();
+  q.fork_pending = false;
+  q.mutex.unlock();
+  q.idle.notify_all();
 }
 
 void child() noexcept {
@@ -45,20 +54,28 @@ void child() noexcept {
   unlock_error_reporter();
   forget_default_pool();
   unlock_default_pool();
-  // Not unlocked: the child's thread has another thread id than the one that write-locked it, and
-  // a writer-preferring rwlock checks that. No other thread exists here, so start it afresh.
-  init_quiet(quiet());
+  auto& q = quiet();
+  q.fork_pending = false;
+  q.active = 0;
+  // The parent's waiters are not in the child, but the condition variable may still count them.
+  new (&q.idle) std::condition_variable;
+  q.mutex.unlock();
 }
 
 }  // namespace
 
 ForkQuiet::ForkQuiet() noexcept {
   install_fork_handlers();
-  pthread_rwlock_rdlock(quiet());
+  auto& q = quiet();
+  std::unique_lock lock(q.mutex);
+  q.idle.wait(lock, [&] { return !q.fork_pending; });  // a waiting fork goes first
+  ++q.active;
 }
 
 ForkQuiet::~ForkQuiet() {
-  pthread_rwlock_unlock(quiet());
+  auto& q = quiet();
+  std::lock_guard lock(q.mutex);
+  if (--q.active == 0) q.idle.notify_all();
 }
 
 void install_fork_handlers() noexcept {

@@ -93,16 +93,20 @@ void RunningProcess::stop() noexcept {
   pidfd_ = -1;
 }
 
+void RunningProcess::ended_before_ready() {
+  int status = 0;
+  ::waitpid(pid_, &status, 0);
+  ::close(pidfd_);
+  pid_ = -1;
+  pidfd_ = -1;
+  throw ProcessStartError("strand: run_process: \"" + name_ + "\" " + exit_text(status) +
+                          " before it was ready");
+}
+
 void RunningProcess::wait_until_ready(const RunProcessOptions& options) {
   if (const auto* wait = std::get_if<milliseconds>(&options.is_ready)) {
     if (wait->count() > 0 && wait_exit(pidfd_, *wait)) {
-      int status = 0;
-      ::waitpid(pid_, &status, 0);
-      ::close(pidfd_);
-      pid_ = -1;
-      pidfd_ = -1;
-      throw ProcessStartError("strand: run_process: \"" + name_ + "\" " + exit_text(status) +
-                              " before it was ready");
+      ended_before_ready();
     }
     return;
   }
@@ -114,13 +118,7 @@ void RunningProcess::wait_until_ready(const RunProcessOptions& options) {
   for (;;) {
     if (ready()) return;  // an exception propagates; the destructor of the caller's guard cleans up
     if (!alive()) {
-      int status = 0;
-      ::waitpid(pid_, &status, 0);
-      ::close(pidfd_);
-      pid_ = -1;
-      pidfd_ = -1;
-      throw ProcessStartError("strand: run_process: \"" + name_ + "\" " + exit_text(status) +
-                              " before it was ready");
+      ended_before_ready();
     }
     const auto now = clock::now();
     if (now >= deadline) {
