@@ -1,4 +1,7 @@
 #include "demo.hpp"
+#include "graph_demo.hpp"
+
+#include "jobs.hpp"
 
 #include <unistd.h>
 
@@ -8,6 +11,7 @@
 #include <mutex>
 #include <numeric>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "strand/strand.hpp"
@@ -52,6 +56,47 @@ void draw_progress(std::ostream& out, std::size_t done, std::size_t total, bool 
 }
 
 }  // namespace
+
+// Section 4: computations that outlive the process, with progress, in the embedded store.
+static int run_compute_demo(const DemoOptions& options, std::ostream& out) {
+  JobsOptions jobs{.store = options.store.empty() ? default_store_url() : options.store,
+                   .keys = {},
+                   .timeout_seconds = 30};
+  out << "== 4. async_compute: results kept in a store ==\n";
+  out << "  store: " << jobs.store << "  (inspect it later: strand jobs ls --store " << jobs.store
+      << ")\n";
+  auto store = open_store(jobs.store, {.ttl = std::chrono::hours(24)});
+  store->cleanup_expired();
+  // Each computation runs in a child process and writes its progress and result into the store.
+  auto count_primes = async_compute(
+      [](long limit) {
+        long primes = 0;
+        const long step = limit / 10;
+        for (long n = 2; n < limit; ++n) {
+          bool prime = true;
+          for (long d = 2; d * d <= n && prime; ++d) prime = n % d != 0;
+          primes += prime ? 1 : 0;
+          if (n % step == 0) {
+            report_progress(static_cast<double>(n) / static_cast<double>(limit),
+                            std::to_string(primes) + " primes so far");
+            std::this_thread::sleep_for(
+                std::chrono::milliseconds(30));  // slow enough to watch the bars
+          }
+        }
+        return primes;
+      },
+      {.store = store, .backend = Target::process, .name = "count_primes"});
+  std::vector<ComputationHandle<long>> handles;
+  for (long limit : {20'000L, 40'000L, 60'000L}) {
+    handles.push_back(count_primes(limit));
+    jobs.keys.push_back(handles.back().key());
+  }
+  const int waited = jobs_wait(jobs, out, std::cerr);
+  for (auto& h : handles) out << "  " << h.key() << " -> " << h.get_result() << " primes\n";
+  out << "\n";
+  const int listed = jobs_ls(jobs, out, std::cerr);
+  return waited != 0 ? waited : listed;
+}
 
 int run_demo(const DemoOptions& options, std::ostream& out) {
   using namespace std::chrono;
@@ -118,8 +163,11 @@ int run_demo(const DemoOptions& options, std::ostream& out) {
     out << "  get(20ms) on a slow task: " << e.what() << "\n";
   }
   out << "  cancel() -> " << std::boolalpha << slow.cancel() << ", status " << slow.status()
-      << "\n";
-  return 0;
+      << "\n\n";
+  run_graph_demo(out);
+  out << "
+";
+  return run_compute_demo(options, out);
 }
 
 }  // namespace strand::cli

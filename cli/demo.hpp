@@ -2,6 +2,7 @@
 #pragma once
 
 #include <iosfwd>
+#include <string>
 
 namespace strand::cli {
 
@@ -9,6 +10,7 @@ struct DemoOptions {
   long total = 1'000'000;  // size of the seed's long_blocking_function range
   long chunk = 100'000;    // chunk size it yields
   int tasks = 200;         // pool tasks in the batch
+  std::string store;       // where the computations go; empty: default_store_url()
 };
 
 // Returns the process exit code.

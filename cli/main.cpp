@@ -1,8 +1,11 @@
 // The strand program.
 #include <CLI/CLI.hpp>
 #include <iostream>
+#include <utility>
+#include <vector>
 
 #include "demo.hpp"
+#include "jobs.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{"strand: make any blocking function a non-blocking task"};
@@ -16,8 +19,51 @@ int main(int argc, char** argv) {
   demo_cmd->add_option("--chunk", demo.chunk, "chunk size it yields")->check(CLI::PositiveNumber);
   demo_cmd->add_option("--tasks", demo.tasks, "pool tasks in the batch")
       ->check(CLI::PositiveNumber);
+  demo_cmd->add_option("--store", demo.store,
+                       "store URL for the computations; default: $STRAND_STORE or the embedded "
+                       "SQLite store");
+
+  strand::cli::JobsOptions jobs;
+  auto* jobs_cmd = app.add_subcommand("jobs", "list, inspect, wait for and manage stored jobs");
+  jobs_cmd->require_subcommand(1);
+  jobs_cmd->add_option("--store", jobs.store,
+                       "store URL (memory:, file:///dir, sqlite:///file.db); default: "
+                       "$STRAND_STORE or the embedded SQLite store");
+  using Command = int (*)(const strand::cli::JobsOptions&, std::ostream&, std::ostream&);
+  struct Sub {
+    const char* name;
+    const char* help;
+    Command run;
+    bool takes_keys;
+  };
+  const Sub subs[] = {
+      {"ls", "list the jobs in a table", strand::cli::jobs_ls, false},
+      {"show", "print jobs' records as JSON", strand::cli::jobs_show, true},
+      {"wait", "wait for jobs, with a progress bar", strand::cli::jobs_wait, true},
+      {"cancel", "cancel jobs that have not finished", strand::cli::jobs_cancel, true},
+      {"rm", "remove jobs' records", strand::cli::jobs_rm, true},
+      {"cleanup", "remove expired records", strand::cli::jobs_cleanup, false},
+  };
+  std::vector<std::pair<CLI::App*, Command>> commands;
+  for (const Sub& sub : subs) {
+    auto* cmd = jobs_cmd->add_subcommand(sub.name, sub.help);
+    cmd->fallthrough();  // --store may come after the command too
+    if (sub.takes_keys) {
+      cmd->add_option("keys", jobs.keys, "job keys")->required();
+    } else if (sub.run == strand::cli::jobs_ls) {
+      cmd->add_option("keys", jobs.keys, "list only these jobs");
+    }
+    if (sub.run == strand::cli::jobs_wait) {
+      cmd->add_option("--timeout", jobs.timeout_seconds, "give up after this many seconds")
+          ->check(CLI::NonNegativeNumber);
+    }
+    commands.emplace_back(cmd, sub.run);
+  }
 
   CLI11_PARSE(app, argc, argv);
   if (demo_cmd->parsed()) return strand::cli::run_demo(demo, std::cout);
+  for (const auto& [cmd, run] : commands) {
+    if (cmd->parsed()) return run(jobs, std::cout, std::cerr);
+  }
   return 0;
 }

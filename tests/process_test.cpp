@@ -204,14 +204,19 @@ TEST_F(Process, ASegfaultFailsTheHandleNamingTheSignal) {
   EXPECT_GT(e.pid(), 0);
 }
 
-TEST_F(Process, AnAbortFailsTheHandle) {
-  auto crash = strand::as_task(strand::process, [] {
-    std::signal(SIGABRT, SIG_DFL);
-    std::abort();
-  });
+TEST_F(Process, AnAbortFailsTheHandleAndOnErrorSeesIt) {
+  std::string seen;
+  auto crash = strand::as_task(
+      strand::process,
+      [] {
+        std::signal(SIGABRT, SIG_DFL);
+        std::abort();
+      },
+      strand::on_error([&](const std::exception& e) { seen = without_pid(e.what()); }));
   auto h = crash();
   EXPECT_EQ(without_pid(crash_of(h).what()),
             "strand: process task (pid N) was killed by signal 6 (SIGABRT)");
+  EXPECT_EQ(seen, "strand: process task (pid N) was killed by signal 6 (SIGABRT)");
 }
 
 TEST_F(Process, AnExitWithoutAResultFailsTheHandleWithTheCode) {

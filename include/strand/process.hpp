@@ -11,7 +11,8 @@
 // of a range or Generator the function returns (sent as the child produces it, so `on_iter` in the
 // parent sees it at once), or the exception, as its type name and message. Arguments need not be
 // serializable: the child is a copy of the parent, arguments included. `on_iter`, `on_end` and
-// `on_error` run in the parent, on the thread that watches the child.
+// `on_error` run in the parent, on the thread that watches the child; `on_error` sees every
+// failure: the function's exception, a crash (ProcessCrashed), a timeout.
 //
 // A child that crashes (a signal, `exit(3)`, an exception that is not a std::exception, running out
 // of its memory limit) fails its handle with ProcessCrashed saying what happened; the parent and
@@ -104,8 +105,9 @@ class ProcessSink {
   virtual void value(std::string_view payload) = 0;
   // The child ended well: on_end, then complete the handle. May throw (on_end).
   virtual void succeed() = 0;
-  // The task failed; `from_function` when the function itself threw (on_error sees it then).
-  virtual void fail(std::exception_ptr error, bool from_function) noexcept = 0;
+  // The task failed: the function threw, the child crashed or timed out, or a payload did not
+  // decode. on_error sees each of these.
+  virtual void fail(std::exception_ptr error) noexcept = 0;
 };
 
 // Runs in the child: the call, sending its element/value frames. Exceptions are the caller's.
@@ -168,9 +170,9 @@ class TypedProcessSink final : public ProcessSink {
     }
   }
 
-  void fail(std::exception_ptr error, bool from_function) noexcept override {
+  void fail(std::exception_ptr error) noexcept override {
     if constexpr (Config::has_error) {
-      if (from_function) invoke_error_callback(config_->error, error);
+      if (state_->status() != Status::cancelled) invoke_error_callback(config_->error, error);
     }
     state_->set_exception(std::move(error));
   }

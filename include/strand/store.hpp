@@ -96,6 +96,8 @@ class Store {
   // The URL open_store() would reopen this store with ("sqlite:///tmp/x.db").
   [[nodiscard]] virtual std::string url() const = 0;
   [[nodiscard]] const StoreOptions& options() const noexcept { return options_; }
+  // Whether another process opening url() sees the same records (false for MemoryStore).
+  [[nodiscard]] virtual bool shared_across_processes() const noexcept { return true; }
 
   // A new unique key (random, 32 hex digits); nothing is written yet.
   [[nodiscard]] virtual std::string create_key();
@@ -144,6 +146,7 @@ class MemoryStore final : public Store {
 
   [[nodiscard]] Format format() const noexcept override { return options().format; }
   [[nodiscard]] std::string url() const override { return "memory:"; }
+  [[nodiscard]] bool shared_across_processes() const noexcept override { return false; }
   [[nodiscard]] std::optional<Record> find(std::string_view key) override;
   Record set(Record record) override;
   std::optional<Record> update(std::string_view key, const UpdateFn& f) override;

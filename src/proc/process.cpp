@@ -244,7 +244,7 @@ class Watcher {
         case detail::FrameKind::error:
           error_ = to_exception(decode<ErrorInfo>(payload));
           outcome_ = Outcome::error;
-          if (sink_->state().status() != Status::cancelled) sink_->fail(error_, true);
+          if (sink_->state().status() != Status::cancelled) sink_->fail(error_);
           return;
         case detail::FrameKind::crash:
           crash_ = std::string(payload);
@@ -264,8 +264,7 @@ class Watcher {
   void crashed(const std::string& what, int status) {
     const int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
     const int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    sink_->fail(std::make_exception_ptr(ProcessCrashed(who() + " " + what, pid_, sig, code)),
-                false);
+    sink_->fail(std::make_exception_ptr(ProcessCrashed(who() + " " + what, pid_, sig, code)));
   }
 
   void finish(int status) noexcept {
@@ -274,9 +273,8 @@ class Watcher {
     try {
       if (timed_out_) {
         sink_->fail(std::make_exception_ptr(
-                        Timeout(who() + " did not finish within its timeout of " +
-                                std::to_string(options_.timeout->count()) + "ms and was stopped")),
-                    false);
+            Timeout(who() + " did not finish within its timeout of " +
+                    std::to_string(options_.timeout->count()) + "ms and was stopped")));
         return;
       }
       if (broken_) return crashed(*broken_, status);
@@ -285,7 +283,7 @@ class Watcher {
         case Outcome::error:
           return;  // finished when the frame arrived
         case Outcome::parent_error:
-          return sink_->fail(error_, false);
+          return sink_->fail(error_);
         case Outcome::crash:
           return crashed(crash_ + " and exited with code " + std::to_string(WEXITSTATUS(status)),
                          status);
@@ -298,7 +296,7 @@ class Watcher {
           "exited with code " + std::to_string(WEXITSTATUS(status)) + " without sending a result",
           status);
     } catch (...) {  // on_end threw, or building the error did: the task fails with it
-      sink_->fail(std::current_exception(), false);
+      sink_->fail(std::current_exception());
     }
   }
 

@@ -1,0 +1,92 @@
+#include "strand/computation.hpp"
+
+#include <algorithm>
+
+namespace strand {
+namespace {
+
+thread_local Store* current_store = nullptr;
+thread_local std::string current_key;
+
+}  // namespace
+
+bool report_progress(double fraction, std::string_view message) {
+  if (current_store == nullptr) return false;
+  fraction = std::clamp(fraction, 0.0, 1.0);
+  (void)current_store->update(current_key, [&](std::optional<Record> r) -> std::optional<Record> {
+    // A finished record keeps what it has.
+    if (r && is_terminal(r->status)) return std::nullopt;
+    if (!r) {
+      r.emplace();
+      r->status = Status::running;
+    }
+    r->progress = fraction;
+    r->progress_message = std::string(message);
+    return r;
+  });
+  return true;
+}
+
+namespace detail {
+
+ComputationScope::ComputationScope(Store& store, std::string key)
+    : previous_store_(current_store), previous_key_(std::exchange(current_key, std::move(key))) {
+  current_store = &store;
+}
+
+ComputationScope::~ComputationScope() {
+  current_store = previous_store_;
+  current_key = std::move(previous_key_);
+}
+
+Record finished_record(Store& store, const std::string& key, const Handle<void>* local,
+                       std::optional<std::chrono::nanoseconds> timeout) {
+  Record r;
+  if (local != nullptr && local->valid()) {
+    // The record is written before the in-process handle completes: waiting on the handle wakes
+    // on the spot, with no store polling.
+    if (timeout) {
+      if (!local->wait_for(*timeout)) throw Timeout(*timeout);
+    } else if (!local->ready()) {
+      throw NotReady("strand: computation " + key + " has not finished yet");
+    }
+    r = store.get(key);
+    if (r.status == Status::failed && local->status() == Status::failed) {
+      local->get();  // the very exception the function threw, with its type
+    }
+  } else if (timeout) {
+    r = store.wait_terminal(key, std::chrono::steady_clock::now() + *timeout);
+    if (!is_terminal(r.status)) throw Timeout(*timeout);
+  } else {
+    r = store.get(key);
+  }
+  switch (r.status) {
+    case Status::completed:
+      return r;
+    case Status::failed:
+      if (r.error) std::rethrow_exception(to_exception(*r.error));
+      throw Error("strand: computation " + key + " failed without a recorded error");
+    case Status::cancelled:
+      throw Cancelled("strand: computation " + key + " was cancelled");
+    default:
+      throw NotReady("strand: computation " + key + " has not finished yet");
+  }
+}
+
+bool cancel_computation(Store& store, const std::string& key, const std::function<bool()>& stop) {
+  const auto now = std::chrono::system_clock::now();
+  const auto r = store.update(key, [&](std::optional<Record> r) -> std::optional<Record> {
+    if (r && is_terminal(r->status)) return std::nullopt;  // too late
+    if (!r) r.emplace();
+    r->status = Status::cancelled;
+    r->completed = now;
+    return r;
+  });
+  const bool cancelled = r && r->status == Status::cancelled;
+  // Only once the store says cancelled: a result recorded first stands, and the work is left alone.
+  if (cancelled && stop) (void)stop();
+  return cancelled;
+}
+
+}  // namespace detail
+}  // namespace strand

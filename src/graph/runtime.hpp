@@ -1,0 +1,38 @@
+// What make(), TaskQueue and to_dot need from inside a Task (not installed; src/graph/ only).
+#pragma once
+
+#include <any>
+#include <cstdint>
+#include <exception>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "strand/task.hpp"
+
+namespace strand::detail {
+
+struct TaskRuntime {
+  // Guards every task's prerequisites_, dependents_, mark_ and index_: the shape of all graphs.
+  static std::mutex& graph_mutex() noexcept;
+  // A fresh number for a graph walk (call with graph_mutex held): a task is visited iff mark_ ==
+  // it.
+  static std::uint64_t next_mark() noexcept;
+
+  // Applies `event` if the task is in state `from`; false (nothing changed) otherwise, or if the
+  // state machine does not allow it. Finishing events store `result` and `error`.
+  static bool apply_if(Task& task, TaskState from, TaskEvent event, std::any* result = nullptr,
+                       std::exception_ptr error = nullptr);
+  // A RUNNING task: calls its function and finishes it (done / fail / cancel). If the task was
+  // cancelled meanwhile, the outcome is dropped.
+  static void execute(Task& task) noexcept;
+  // PENDING -> CANCELLED (culprit_state CANCELLED) or FAILED (otherwise) because of prerequisite
+  // `culprit`, named in the reason; false if the task is not PENDING.
+  static bool settle_from_prerequisite(Task& task, const Task& culprit, TaskState culprit_state);
+
+  static SmallVector<TaskPtr, 2>& prerequisites(Task& task) noexcept { return task.prerequisites_; }
+  static std::uint64_t& mark(Task& task) noexcept { return task.mark_; }
+  static std::uint32_t& index(Task& task) noexcept { return task.index_; }
+};
+
+}  // namespace strand::detail
