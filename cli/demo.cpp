@@ -165,8 +165,7 @@ int run_demo(const DemoOptions& options, std::ostream& out) {
   out << "  cancel() -> " << std::boolalpha << slow.cancel() << ", status " << slow.status()
       << "\n\n";
   run_graph_demo(out);
-  out << "
-";
+  out << "\n";
   return run_compute_demo(options, out);
 }
 
