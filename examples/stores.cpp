@@ -16,20 +16,23 @@ int main() {
   const auto dir = std::filesystem::temp_directory_path() /
                    ("strand-stores-example-" + std::to_string(::getpid()));
 
-  for (const std::string url : {std::string("memory:"), "file://" + (dir / "results").string(),
-                                "sqlite://" + (dir / "jobs.db").string()}) {
+  for (const std::string& url : {std::string("memory:"), "file://" + (dir / "results").string(),
+                                 "sqlite://" + (dir / "jobs.db").string()}) {
     auto store = strand::open_store(url, {.ttl = 24h});
     const std::string key = store->create_key();
     store->set({.key = key, .status = strand::Status::running});
 
+    // update() is an atomic read-modify-write (a transaction, or a lock file across processes).
+    store->update(key, [](std::optional<strand::Record> r) {
+      r->progress = 0.5;
+      return r;
+    });
     // Another thread finishes the work; wait_terminal wakes as soon as it writes.
     std::jthread worker([&] {
-      store->update(key, [](std::optional<strand::Record> r) {
-        r->status = strand::Status::completed;
-        r->value = 42;
-        r->completed = std::chrono::system_clock::now();
-        return r;
-      });
+      store->set({.key = key,
+                  .status = strand::Status::completed,
+                  .value = 42,
+                  .completed = std::chrono::system_clock::now()});
     });
     const strand::Record done = store->wait_terminal(key, std::chrono::steady_clock::now() + 5s);
 
