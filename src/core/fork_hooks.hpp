@@ -18,4 +18,16 @@ void forget_default_pool() noexcept;
 // Registers the pthread_atfork handlers, once.
 void install_fork_handlers() noexcept;
 
+// Held while an operation holds something a forked child would inherit half-taken: a store's file
+// lock (an flock belongs to the open file description, which the child shares), an SQLite call
+// (SQLite's own global mutexes). fork() waits until none is held; writers are preferred, so a busy
+// store cannot starve a fork. Not recursive: take it once, at the outermost operation.
+class ForkQuiet {
+ public:
+  ForkQuiet() noexcept;
+  ~ForkQuiet();
+  ForkQuiet(const ForkQuiet&) = delete;
+  ForkQuiet& operator=(const ForkQuiet&) = delete;
+};
+
 }  // namespace strand::detail

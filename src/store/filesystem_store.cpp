@@ -16,6 +16,7 @@
 #include <system_error>
 #include <utility>
 
+#include "../core/fork_hooks.hpp"
 #include "store_detail.hpp"
 
 namespace strand {
@@ -252,6 +253,7 @@ Record FileSystemStore::set(Record record) {
   validate_key(record.key);
   maybe_cleanup();
   {
+    const detail::ForkQuiet quiet;  // no fork while this thread holds the flock
     const Fd lock = impl_->lock();
     const auto previous = impl_->read_record(record.key);
     detail::stamp(record, previous ? &*previous : nullptr);
@@ -265,6 +267,7 @@ std::optional<Record> FileSystemStore::update(std::string_view key, const Update
   validate_key(key);
   std::optional<Record> next;
   {
+    const detail::ForkQuiet quiet;  // no fork while this thread holds the flock
     const Fd lock = impl_->lock();
     std::optional<Record> current = impl_->read_record(key);
     const std::optional<Record> previous = current;
@@ -284,6 +287,7 @@ std::optional<Record> FileSystemStore::update(std::string_view key, const Update
 bool FileSystemStore::erase(std::string_view key) {
   validate_key(key);
   const std::string name = impl_->file_of(key);
+  const detail::ForkQuiet quiet;  // no fork while this thread holds the flock
   const Fd lock = impl_->lock();
   if (::unlinkat(impl_->dirfd.get(), name.c_str(), 0) == 0) return true;
   if (errno == ENOENT) return false;
@@ -311,6 +315,7 @@ std::size_t FileSystemStore::cleanup_expired() {
   for (const std::string& key : impl_->list()) {
     const auto record = impl_->read_record(key);
     if (!record || !is_expired(*record)) continue;
+    const detail::ForkQuiet quiet;  // no fork while this thread holds the flock
     const Fd lock = impl_->lock();
     // Read again under the lock: it may have been rewritten since.
     const auto again = impl_->read_record(key);

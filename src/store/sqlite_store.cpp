@@ -7,6 +7,7 @@
 #include <mutex>
 #include <utility>
 
+#include "../core/fork_hooks.hpp"
 #include "store_detail.hpp"
 
 namespace strand {
@@ -127,6 +128,7 @@ struct SqliteStore::Impl {
   }
 
   // Opens the connection, sets it up and checks (or creates) the schema.
+  // The caller holds a ForkQuiet: no fork while SQLite's global mutexes may be held.
   void connect() {
     const int rc =
         sqlite3_open_v2(path.c_str(), &db,
@@ -258,6 +260,7 @@ std::shared_ptr<SqliteStore> SqliteStore::open(const std::filesystem::path& path
   impl->busy_timeout = busy_timeout;
   impl->durable = options.durable;
   try {
+    const detail::ForkQuiet quiet;
     impl->connect();
   } catch (const StoreError& e) {
     // Say which file, and why, in the words of SQLite ("file is not a database").
@@ -295,6 +298,7 @@ std::optional<Record> SqliteStore::find(std::string_view key) {
   std::optional<Record> record;
   {
     std::lock_guard lock(impl_->mutex);
+    const detail::ForkQuiet quiet;  // no fork in the middle of an SQLite call
     impl_->ensure_connected();
     record = impl_->find(key, format());
   }
@@ -307,6 +311,7 @@ Record SqliteStore::set(Record record) {
   maybe_cleanup();
   {
     std::lock_guard lock(impl_->mutex);
+    const detail::ForkQuiet quiet;  // no fork in the middle of an SQLite call
     impl_->ensure_connected();
     impl_->write(record, format());
   }
@@ -319,6 +324,7 @@ std::optional<Record> SqliteStore::update(std::string_view key, const UpdateFn& 
   std::optional<Record> next;
   {
     std::lock_guard lock(impl_->mutex);
+    const detail::ForkQuiet quiet;  // no fork in the middle of an SQLite call
     impl_->ensure_connected();
     impl_->run(impl_->st.begin, "cannot begin a transaction");
     try {
@@ -349,6 +355,7 @@ std::optional<Record> SqliteStore::update(std::string_view key, const UpdateFn& 
 bool SqliteStore::erase(std::string_view key) {
   validate_key(key);
   std::lock_guard lock(impl_->mutex);
+  const detail::ForkQuiet quiet;  // no fork in the middle of an SQLite call
   impl_->ensure_connected();
   sqlite3_bind_text(impl_->st.erase, 1, key.data(), static_cast<int>(key.size()), SQLITE_STATIC);
   impl_->run(impl_->st.erase, "cannot erase a record");
@@ -357,6 +364,7 @@ bool SqliteStore::erase(std::string_view key) {
 
 std::vector<std::string> SqliteStore::keys() {
   std::lock_guard lock(impl_->mutex);
+  const detail::ForkQuiet quiet;  // no fork in the middle of an SQLite call
   impl_->ensure_connected();
   sqlite3_stmt* s = impl_->st.keys;
   if (const auto cut = Impl::cutoff(options())) sqlite3_bind_int64(s, 1, *cut);
@@ -374,6 +382,7 @@ std::vector<std::string> SqliteStore::keys() {
 
 std::size_t SqliteStore::size() {
   std::lock_guard lock(impl_->mutex);
+  const detail::ForkQuiet quiet;  // no fork in the middle of an SQLite call
   impl_->ensure_connected();
   sqlite3_stmt* s = impl_->st.count;
   if (const auto cut = Impl::cutoff(options())) sqlite3_bind_int64(s, 1, *cut);
@@ -389,6 +398,7 @@ std::size_t SqliteStore::cleanup_expired() {
   const auto cut = Impl::cutoff(options());
   if (!cut) return 0;
   std::lock_guard lock(impl_->mutex);
+  const detail::ForkQuiet quiet;  // no fork in the middle of an SQLite call
   impl_->ensure_connected();
   sqlite3_bind_int64(impl_->st.cleanup, 1, *cut);
   impl_->run(impl_->st.cleanup, "cannot remove expired records");
@@ -404,6 +414,7 @@ Record SqliteStore::wait_terminal(std::string_view key, clock::time_point deadli
     std::int64_t data_version = 0;
     {
       std::lock_guard lock(impl_->mutex);
+      const detail::ForkQuiet quiet;  // no fork in the middle of an SQLite call
       impl_->ensure_connected();
       data_version = impl_->data_version();
     }
@@ -419,6 +430,7 @@ Record SqliteStore::wait_terminal(std::string_view key, clock::time_point deadli
       }
       if (clock::now() >= deadline) break;
       std::lock_guard lock(impl_->mutex);
+      const detail::ForkQuiet quiet;  // no fork in the middle of an SQLite call
       impl_->ensure_connected();
       if (impl_->data_version() != data_version) {
         backoff = std::chrono::milliseconds(1);

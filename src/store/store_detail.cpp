@@ -1,5 +1,7 @@
 #include "store_detail.hpp"
 
+#include <pthread.h>
+
 #include <unistd.h>
 
 #include <cstdint>
@@ -43,16 +45,42 @@ Record decode_record(std::string_view bytes, std::string_view key, std::string_v
   return record;
 }
 
+namespace {
+
+// Every location's notifier in this process. Around fork() its lock is held, and a child starts
+// with an empty registry: a parent's notifier may have been locked by a thread that the child does
+// not have, so a store a child opens must get notifiers of its own.
+struct NotifierRegistry {
+  std::mutex mutex;
+  std::unordered_map<std::string, std::weak_ptr<Notifier>> entries;
+};
+
+NotifierRegistry& notifier_registry() {
+  static auto* registry = new NotifierRegistry;  // never destroyed: stores may outlive statics
+  static std::once_flag fork_handlers;
+  std::call_once(fork_handlers, [] {
+    pthread_atfork([] { notifier_registry().mutex.lock(); },
+                   [] { notifier_registry().mutex.unlock(); },
+                   [] {
+                     auto& r = notifier_registry();
+                     r.entries.clear();
+                     r.mutex.unlock();
+                   });
+  });
+  return *registry;
+}
+
+}  // namespace
+
 std::shared_ptr<Notifier> Notifier::at(const std::string& location) {
-  static std::mutex mutex;
-  static std::unordered_map<std::string, std::weak_ptr<Notifier>> registry;
-  std::lock_guard lock(mutex);
-  auto& slot = registry[location];
+  auto& registry = notifier_registry();
+  std::lock_guard lock(registry.mutex);
+  auto& slot = registry.entries[location];
   auto notifier = slot.lock();
   if (!notifier) {
-    std::erase_if(registry, [](const auto& entry) { return entry.second.expired(); });
+    std::erase_if(registry.entries, [](const auto& entry) { return entry.second.expired(); });
     notifier = std::make_shared<Notifier>();
-    registry[location] = notifier;
+    registry.entries[location] = notifier;
   }
   return notifier;
 }
