@@ -44,7 +44,7 @@ struct Record {
   Status status = Status::pending;
   nlohmann::json value{};            // the result as a document (null until completed)
   std::optional<ErrorInfo> error{};  // why it failed
-  time_point created{};            // set by the store on first write when left at epoch
+  time_point created{};              // set by the store on first write when left at epoch
   std::optional<time_point> started{};
   std::optional<time_point> completed{};
   nlohmann::json metadata = nlohmann::json::object();
