@@ -38,11 +38,13 @@ namespace strand {
 struct Record {
   using time_point = std::chrono::system_clock::time_point;
 
-  std::string key;
+  // Every member has an initializer, so `{.key = k, .status = s}` compiles under -Wextra
+  // (-Wmissing-field-initializers).
+  std::string key{};
   Status status = Status::pending;
-  nlohmann::json value;            // the result as a document (null until completed)
-  std::optional<ErrorInfo> error;  // why it failed
-  time_point created{};            // set by the store on first write when left at epoch
+  nlohmann::json value{};            // the result as a document (null until completed)
+  std::optional<ErrorInfo> error{};  // why it failed
+  time_point created{};              // set by the store on first write when left at epoch
   std::optional<time_point> started{};
   std::optional<time_point> completed{};
   nlohmann::json metadata = nlohmann::json::object();

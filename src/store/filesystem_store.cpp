@@ -186,7 +186,13 @@ std::shared_ptr<FileSystemStore> FileSystemStore::open(const std::filesystem::pa
   const auto cannot = [&](const std::string& why) {
     return StoreError("strand: cannot open the filesystem store \"" + shown + "\": " + why);
   };
-  std::string chosen = suffix ? *suffix : "." + std::string(to_string(options.format));
+  std::string chosen;
+  if (suffix) {
+    chosen = *suffix;
+  } else {
+    chosen = ".";
+    chosen += to_string(options.format);
+  }
   if (chosen.size() < 2 || chosen.front() != '.' || chosen.size() > 40 ||
       chosen.find_first_of(std::string_view("/\\\0", 3)) != std::string::npos ||
       ends_with(chosen, kTempTail) || ends_with(kLockName, chosen)) {
