@@ -23,7 +23,7 @@ TEST(Target, AnUnknownNameListsEveryValidTarget) {
   } catch (const std::invalid_argument& e) {
     EXPECT_STREQ(e.what(),
                  "strand: unknown task target \"nope\"; valid targets are: sync, "
-                 "thread, pool");
+                 "thread, pool, coroutine");
   }
 }
 
@@ -34,7 +34,7 @@ TEST(Target, AsTaskWithAnUnknownStringThrows) {
   } catch (const std::invalid_argument& e) {
     EXPECT_STREQ(e.what(),
                  "strand: unknown task target \"nope\"; valid targets are: sync, "
-                 "thread, pool");
+                 "thread, pool, coroutine");
   }
   EXPECT_THROW((void)as_task("", [] {}), std::invalid_argument);
   EXPECT_THROW((void)as_task("Thread", [] {}), std::invalid_argument);  // names are exact

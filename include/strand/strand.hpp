@@ -2,12 +2,17 @@
 #pragma once
 
 #include "strand/callbacks.hpp"
+#include "strand/channel.hpp"
+#include "strand/coro.hpp"
 #include "strand/dispatcher.hpp"
 #include "strand/errors.hpp"
+#include "strand/event_loop.hpp"
 #include "strand/generator.hpp"
+#include "strand/go.hpp"
 #include "strand/handle.hpp"
 #include "strand/promise.hpp"
 #include "strand/runner.hpp"
+#include "strand/select.hpp"
 #include "strand/status.hpp"
 #include "strand/target.hpp"
 #include "strand/task_group.hpp"

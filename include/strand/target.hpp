@@ -13,6 +13,7 @@ enum class Target {
   sync,    // in the calling thread, before the call returns
   thread,  // a new thread per call
   pool,    // a worker of a ThreadPool (strand::default_pool() unless use_pool(...) says otherwise)
+  coroutine,  // a coroutine on the caller's EventLoop, or on strand::default_loop() outside one
 };
 
 template <Target T>
@@ -22,15 +23,16 @@ struct TargetTag {
 inline constexpr TargetTag<Target::sync> sync{};
 inline constexpr TargetTag<Target::thread> thread{};
 inline constexpr TargetTag<Target::pool> pool{};
+inline constexpr TargetTag<Target::coroutine> coroutine{};
 
-// "sync", "thread", "pool".
+// "sync", "thread", "pool", "coroutine".
 [[nodiscard]] std::string_view to_string(Target target) noexcept;
 
 // Every target this build knows, in the order to_string names them.
 [[nodiscard]] std::span<const Target> all_targets() noexcept;
 
 // The target named `name`. Throws std::invalid_argument naming every valid target, e.g.
-// `strand: unknown task target "nope"; valid targets are: sync, thread, pool`.
+// `strand: unknown task target "nope"; valid targets are: sync, thread, pool, coroutine`.
 [[nodiscard]] Target parse_target(std::string_view name);
 
 }  // namespace strand

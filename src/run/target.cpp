@@ -6,7 +6,7 @@
 
 namespace strand {
 namespace {
-constexpr std::array<Target, 3> kTargets = {Target::sync, Target::thread, Target::pool};
+constexpr std::array kTargets = {Target::sync, Target::thread, Target::pool, Target::coroutine};
 }  // namespace
 
 std::string_view to_string(Target target) noexcept {
@@ -17,6 +17,8 @@ std::string_view to_string(Target target) noexcept {
       return "thread";
     case Target::pool:
       return "pool";
+    case Target::coroutine:
+      return "coroutine";
   }
   return "unknown";
 }
