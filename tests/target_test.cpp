@@ -14,6 +14,7 @@ TEST(Target, NamesReadBack) {
   EXPECT_EQ(to_string(Target::sync), "sync");
   EXPECT_EQ(to_string(Target::thread), "thread");
   EXPECT_EQ(to_string(Target::pool), "pool");
+  EXPECT_EQ(to_string(Target::coroutine), "coroutine");
 }
 
 TEST(Target, AnUnknownNameListsEveryValidTarget) {
@@ -46,6 +47,8 @@ TEST(Target, AsTaskWithEachStringRunsThere) {
   EXPECT_NE(as_task("thread", [] { return std::this_thread::get_id(); })().get(),
             std::this_thread::get_id());
   EXPECT_TRUE(as_task("pool", [] { return default_pool().is_worker_thread(); })().get());
+  EXPECT_TRUE(as_task("coroutine", [] { return EventLoop::current() != nullptr; })().get());
+  EXPECT_TRUE(as_task(coroutine, [] { return EventLoop::current() != nullptr; })().get());
 }
 
 }  // namespace

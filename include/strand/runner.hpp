@@ -267,6 +267,7 @@ void run_call(const Config& cfg, State<R>& state, const std::stop_token& token,
 template <class R>
 struct CancelIfUnfinished {
   StateRef<State<R>> state;
+  explicit CancelIfUnfinished(StateRef<State<R>> s) noexcept : state(std::move(s)) {}
   CancelIfUnfinished(const CancelIfUnfinished&) = delete;
   CancelIfUnfinished& operator=(const CancelIfUnfinished&) = delete;
   ~CancelIfUnfinished() {
