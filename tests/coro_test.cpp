@@ -58,6 +58,15 @@ TEST(Coro, AnExceptionReachesWhoeverAwaits) {
   }
 }
 
+// Symmetric transfer keeps the stack flat through a tail call, which the sanitizers' instrumentation
+// prevents (ThreadSanitizer's own record of the stack holds at most 65,536 frames besides): under
+// them, a shorter chain.
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+constexpr int kChainDepth = 5'000;
+#else
+constexpr int kChainDepth = 100'000;
+#endif
+
 TEST(Coro, DeepChainsDoNotGrowTheStack) {
   struct Chain {
     static Coro<long> down(int n) {
@@ -65,7 +74,7 @@ TEST(Coro, DeepChainsDoNotGrowTheStack) {
       co_return 1 + co_await down(n - 1);
     }
   };
-  EXPECT_EQ(run(Chain::down(100000)), 100000);
+  EXPECT_EQ(run(Chain::down(kChainDepth)), kChainDepth);
 }
 
 TEST(Coro, MoveOnlyResults) {
