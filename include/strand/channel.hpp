@@ -399,7 +399,10 @@ class Channel<T>::RecvAwaitable {
   RecvAwaitable(const RecvAwaitable&) = delete;
   RecvAwaitable& operator=(const RecvAwaitable&) = delete;
   ~RecvAwaitable() {
-    if (keep_) {
+    // Once resumed, the entry is out of the queue (a claimer unlinks it). A frame destroyed while
+    // suspended takes itself out under the lock, which also waits for a claimer still moving a
+    // value into it.
+    if (keep_ && !resumed_) {
       std::lock_guard lock(keep_->lock);
       keep_->receivers.remove(&entry_);
     }
@@ -428,6 +431,7 @@ class Channel<T>::RecvAwaitable {
     return true;
   }
   std::optional<T> await_resume() {
+    resumed_ = true;
     if (waiter_ && waiter_->selected() == detail::Waiter::kClosed) {
       throw ChannelClosed::destroyed();
     }
@@ -436,6 +440,7 @@ class Channel<T>::RecvAwaitable {
 
  private:
   Channel* channel_;
+  bool resumed_ = false;
   std::shared_ptr<core_type> keep_;
   std::optional<T> out_;
   std::optional<detail::Waiter> waiter_;
@@ -449,7 +454,7 @@ class Channel<T>::SendAwaitable {
   SendAwaitable(const SendAwaitable&) = delete;
   SendAwaitable& operator=(const SendAwaitable&) = delete;
   ~SendAwaitable() {
-    if (keep_) {
+    if (keep_ && !resumed_) {  // see ~RecvAwaitable
       std::lock_guard lock(keep_->lock);
       keep_->senders.remove(&entry_);
     }
@@ -481,6 +486,7 @@ class Channel<T>::SendAwaitable {
     return true;
   }
   void await_resume() {
+    resumed_ = true;
     if (closed_) throw ChannelClosed();
     if (waiter_ && waiter_->selected() == detail::Waiter::kClosed) {
       throw keep_->destroyed ? ChannelClosed::destroyed() : ChannelClosed();
@@ -491,6 +497,7 @@ class Channel<T>::SendAwaitable {
   Channel* channel_;
   T value_;
   bool closed_ = false;
+  bool resumed_ = false;
   std::shared_ptr<core_type> keep_;
   std::optional<detail::Waiter> waiter_;
   detail::WaitEntry entry_;

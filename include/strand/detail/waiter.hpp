@@ -85,11 +85,11 @@ class Waiter {
 
   // Wakes the claimed waiter. For a coroutine it is called under the channel's lock, so a frame
   // being destroyed (which takes that lock to leave the queue) never races with its resumption.
+  // A thread still spinning is not sleeping in the kernel: it needs no system call to wake.
   void notify() noexcept {
     if (coroutine_) {
       scheduler_->schedule(coroutine_);
-    } else {
-      woken_.store(1, std::memory_order_release);
+    } else if (woken_.exchange(kWoken, std::memory_order_acq_rel) == kSleeping) {
       futex_wake_one(woken_);
     }
   }
@@ -100,14 +100,19 @@ class Waiter {
     // Spin first: a partner on another core usually answers within a few microseconds, and a
     // futex sleep and wake cost more than that.
     for (int i = 0; i < 256; ++i) {
-      if (woken_.load(std::memory_order_acquire) != 0) return selected();
+      if (woken_.load(std::memory_order_acquire) == kWoken) return selected();
       spin_pause();
     }
-    while (woken_.load(std::memory_order_acquire) == 0) {
+    std::uint32_t state = kSpinning;
+    // Announce the sleep, so that notify() makes the system call only when someone sleeps.
+    if (!woken_.compare_exchange_strong(state, kSleeping, std::memory_order_acq_rel)) {
+      return selected();  // woken meanwhile
+    }
+    while (woken_.load(std::memory_order_acquire) != kWoken) {
       if (!deadline) {
-        futex_wait(woken_, 0);
-      } else if (!futex_wait_until(woken_, 0, *deadline) &&
-                 woken_.load(std::memory_order_acquire) == 0) {
+        futex_wait(woken_, kSleeping);
+      } else if (!futex_wait_until(woken_, kSleeping, *deadline) &&
+                 woken_.load(std::memory_order_acquire) != kWoken) {
         int expected = kWaiting;
         if (selected_.compare_exchange_strong(expected, kAborted, std::memory_order_acq_rel)) {
           return kAborted;
@@ -119,8 +124,12 @@ class Waiter {
   }
 
  private:
+  static constexpr std::uint32_t kSpinning = 0;
+  static constexpr std::uint32_t kSleeping = 1;
+  static constexpr std::uint32_t kWoken = 2;
+
   std::atomic<int> selected_{kWaiting};
-  std::atomic<std::uint32_t> woken_{0};
+  std::atomic<std::uint32_t> woken_{kSpinning};
   std::coroutine_handle<> coroutine_;
   Scheduler* scheduler_ = nullptr;
 };
