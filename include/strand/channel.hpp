@@ -25,9 +25,11 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <utility>
 
+#include "strand/detail/ring.hpp"
 #include "strand/detail/waiter.hpp"
 #include "strand/errors.hpp"
 
@@ -52,28 +54,73 @@ namespace detail {
 
 enum class ChanOp { done, would_block, closed };
 
-// The shared state of one channel. Every member is guarded by `lock`. It is reference-counted so
-// that a waiter woken by the channel's destruction can still leave its queues safely.
+// The shared state of one channel. It is reference-counted so that a waiter woken by the
+// channel's destruction can still leave its queues safely.
+//
+// Two modes. Fast: nobody waits, and a buffered channel's values go in and out of a lock-free ring
+// without the lock (producers and consumers touch separate cache lines). Slow: someone waits (or
+// the channel is unbuffered or closed), and every operation takes the lock, so the waiters' queues
+// and the ring change together. A party about to wait switches to slow mode under the lock and
+// waits for the fast operations in flight to finish (each announces itself in its side's counter)
+// before its last look at the ring; the last waiter to leave switches back.
 template <class T>
 class ChannelCore {
  public:
-  explicit ChannelCore(std::size_t capacity)
-      : capacity_(capacity), slots_(capacity ? std::make_unique<Slot[]>(capacity) : nullptr) {}
+  explicit ChannelCore(std::size_t capacity) : ring_(capacity), slow_(capacity == 0) {}
   ChannelCore(const ChannelCore&) = delete;
   ChannelCore& operator=(const ChannelCore&) = delete;
-  ~ChannelCore() {
-    while (count_ != 0) pop_front();
-  }
 
   SpinLock lock;
+  // The members below are guarded by `lock`.
   WaitQueue senders;    // entries with slot = T* (the value on offer)
   WaitQueue receivers;  // entries with slot = std::optional<T>* (where the value goes)
   WaitQueue watchers;   // spool's select: woken when a value may be there, nothing moved
   bool closed = false;
   bool destroyed = false;
 
-  [[nodiscard]] std::size_t capacity() const noexcept { return capacity_; }
-  [[nodiscard]] std::size_t count() const noexcept { return count_; }
+  [[nodiscard]] std::size_t capacity() const noexcept { return ring_.capacity(); }
+  [[nodiscard]] std::size_t count() const noexcept { return ring_.size(); }
+
+  // --- fast mode, without the lock --------------------------------------------------------------
+  // False if in slow mode or full (empty): the caller then takes the lock.
+  bool fast_send(T& v) noexcept {
+    if (slow_.load(std::memory_order_relaxed)) return false;  // saves the announcement
+    senders_in_flight_.fetch_add(1, std::memory_order_seq_cst);
+    const bool sent = !slow_.load(std::memory_order_seq_cst) && ring_.try_push(v);
+    senders_in_flight_.fetch_sub(1, std::memory_order_release);
+    return sent;
+  }
+  bool fast_recv(std::optional<T>& out) noexcept {
+    if (slow_.load(std::memory_order_relaxed)) return false;
+    receivers_in_flight_.fetch_add(1, std::memory_order_seq_cst);
+    const bool got = !slow_.load(std::memory_order_seq_cst) && ring_.try_pop(out);
+    receivers_in_flight_.fetch_sub(1, std::memory_order_release);
+    return got;
+  }
+  [[nodiscard]] bool slow() const noexcept { return slow_.load(std::memory_order_relaxed); }
+
+  // --- under the lock ---------------------------------------------------------------------------
+  // Before queuing a waiter: from now on every operation takes the lock. Returns once no fast
+  // operation is in flight, so the ring holds still for the caller's last look.
+  void enter_slow_locked() noexcept {
+    if (slow_.load(std::memory_order_relaxed)) return;
+    slow_.store(true, std::memory_order_seq_cst);
+    for (int spins = 0; senders_in_flight_.load(std::memory_order_seq_cst) != 0 ||
+                        receivers_in_flight_.load(std::memory_order_seq_cst) != 0;) {
+      if (++spins < 64) {
+        spin_pause();
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  }
+  // After a waiter left: back to fast mode once nobody waits (a buffered, open channel only).
+  void settle_locked() noexcept {
+    if (slow_.load(std::memory_order_relaxed) && ring_.capacity() != 0 && !closed &&
+        senders.empty() && receivers.empty() && watchers.empty()) {
+      slow_.store(false, std::memory_order_release);
+    }
+  }
 
   // A waiter claimed by this channel: coroutines are resumed now (under the lock, see
   // Waiter::notify); a thread is handed back to be woken after the lock is released.
@@ -91,10 +138,10 @@ class ChannelCore {
     if (WaitEntry* r = receivers.pop_selectable()) {
       static_cast<std::optional<T>*>(r->slot)->emplace(std::move(v));
       release(r->waiter, wake_later);
+      settle_locked();
       return ChanOp::done;
     }
-    if (count_ < capacity_) {
-      push_back(std::move(v));
+    if (ring_.try_push(v)) {
       wake_watchers();
       return ChanOp::done;
     }
@@ -103,19 +150,19 @@ class ChannelCore {
 
   // Takes a value into `out`; ChanOp::closed once closed and drained.
   ChanOp recv_locked(std::optional<T>& out, Waiter*& wake_later) noexcept {
-    if (count_ != 0) {
-      out.emplace(std::move(front()));
-      pop_front();
+    if (ring_.try_pop(out)) {
       // A slot freed: the first blocked sender's value takes it.
       if (WaitEntry* s = senders.pop_selectable()) {
-        push_back(std::move(*static_cast<T*>(s->slot)));
+        ring_.try_push(*static_cast<T*>(s->slot));
         release(s->waiter, wake_later);
+        settle_locked();
       }
       return ChanOp::done;
     }
     if (WaitEntry* s = senders.pop_selectable()) {
       out.emplace(std::move(*static_cast<T*>(s->slot)));
       release(s->waiter, wake_later);
+      settle_locked();
       return ChanOp::done;
     }
     return closed ? ChanOp::closed : ChanOp::would_block;
@@ -123,19 +170,22 @@ class ChannelCore {
 
   // Whether a get() would not block now: a value is queued or offered, or the channel is closed.
   [[nodiscard]] bool recv_ready_locked() const noexcept {
-    return count_ != 0 || closed || senders.any_waiting();
+    return count() != 0 || closed || senders.any_waiting();
   }
   [[nodiscard]] bool send_ready_locked() const noexcept {
-    return closed || count_ < capacity_ || receivers.any_waiting();
+    return closed || count() < capacity() || receivers.any_waiting();
   }
 
   void wake_watchers() noexcept {
+    if (watchers.empty()) return;
     while (WaitEntry* w = watchers.pop_selectable()) w->waiter->notify();
+    settle_locked();
   }
 
   // Closes; with `destroying`, every waiter wakes with Waiter::kClosed (and throws), otherwise
   // receivers wake with nothing (their optional stays empty) and senders with kClosed.
   void close_locked(bool destroying) noexcept {
+    enter_slow_locked();  // for good: closing is checked under the lock
     closed = true;
     destroyed = destroyed || destroying;
     while (WaitEntry* e = receivers.pop()) {
@@ -150,33 +200,16 @@ class ChannelCore {
   }
 
  private:
-  union Slot {
-    Slot() noexcept {}
-    ~Slot() {}
-    T value;
-  };
-
-  T& front() noexcept { return slots_[head_].value; }
-  void pop_front() noexcept {
-    std::destroy_at(&slots_[head_].value);
-    head_ = head_ + 1 == capacity_ ? 0 : head_ + 1;
-    --count_;
-  }
-  void push_back(T&& v) noexcept {
-    std::size_t tail = head_ + count_;
-    if (tail >= capacity_) tail -= capacity_;
-    std::construct_at(&slots_[tail].value, std::move(v));
-    ++count_;
-  }
-
-  std::size_t capacity_;
-  std::unique_ptr<Slot[]> slots_;
-  std::size_t head_ = 0;
-  std::size_t count_ = 0;
+  Ring<T> ring_;
+  alignas(kCacheLine) std::atomic<bool> slow_;
+  alignas(kCacheLine) std::atomic<std::uint32_t> senders_in_flight_{0};
+  alignas(kCacheLine) std::atomic<std::uint32_t> receivers_in_flight_{0};
 };
 
 // How many times a thread retries before it queues itself and sleeps: a partner on another core
-// usually answers within a microsecond or two, and sleeping costs more than that.
+// usually answers within a microsecond or two, and sleeping costs more than that. First without
+// the lock (fast mode), then with it.
+inline constexpr int kFastSpins = 16;
 inline constexpr int kChannelSpins = 16;
 
 }  // namespace detail
@@ -221,6 +254,7 @@ class Channel {
   // Never blocks: empty if nothing is there now (see closed()).
   std::optional<T> try_get() {
     std::optional<T> out;
+    if (core_->fast_recv(out)) return out;
     detail::Waiter* wake = nullptr;
     {
       std::lock_guard lock(core_->lock);
@@ -310,6 +344,7 @@ class Channel {
   }
 
   bool try_put_ref(T& v) {
+    if (core_->fast_send(v)) return true;
     detail::Waiter* wake = nullptr;
     detail::ChanOp r;
     {
@@ -324,11 +359,25 @@ class Channel {
   // Sends `v` (moved from only on success); false if `deadline` passed first.
   bool put_until(T& v, std::optional<std::chrono::steady_clock::time_point> deadline) {
     core_type& c = *core_;
+    const std::size_t half = c.capacity() / 2;
+    for (int attempt = 0; attempt < detail::kFastSpins && !c.slow(); ++attempt) {
+      if (c.fast_send(v)) return true;
+      // Full: let the consumers drain half of it before trying again, looking rarely, so that
+      // producer and consumers do not fight over the same cache lines for every value.
+      for (int wait = 0; wait < 32 && c.count() > half; ++wait) {
+        for (int i = 0; i < 16; ++i) detail::spin_pause();
+      }
+    }
     detail::Waiter* wake = nullptr;
     for (int attempt = 0;; ++attempt) {
       c.lock.lock();
-      const detail::ChanOp r = c.send_locked(v, wake);
+      detail::ChanOp r = c.send_locked(v, wake);
+      if (r == detail::ChanOp::would_block && attempt == detail::kChannelSpins) {
+        c.enter_slow_locked();  // about to wait: a last look with the ring holding still
+        r = c.send_locked(v, wake);
+      }
       if (r != detail::ChanOp::would_block) {
+        c.settle_locked();
         c.lock.unlock();
         if (wake) wake->notify();
         if (r == detail::ChanOp::closed) throw ChannelClosed();
@@ -348,6 +397,7 @@ class Channel {
     if (outcome == detail::Waiter::kAborted) {
       std::lock_guard lock(c.lock);
       c.senders.remove(&entry);
+      c.settle_locked();
       return false;
     }
     if (outcome == detail::Waiter::kClosed) {
@@ -359,11 +409,20 @@ class Channel {
   std::optional<T> get_until(std::optional<std::chrono::steady_clock::time_point> deadline) {
     core_type& c = *core_;
     std::optional<T> out;
+    for (int attempt = 0; attempt < 16 * detail::kFastSpins && !c.slow(); ++attempt) {
+      if (c.fast_recv(out)) return out;
+      for (int i = 0; i < 16; ++i) detail::spin_pause();  // look rarely: see put_until
+    }
     detail::Waiter* wake = nullptr;
     for (int attempt = 0;; ++attempt) {
       c.lock.lock();
-      const detail::ChanOp r = c.recv_locked(out, wake);
+      detail::ChanOp r = c.recv_locked(out, wake);
+      if (r == detail::ChanOp::would_block && attempt == detail::kChannelSpins) {
+        c.enter_slow_locked();
+        r = c.recv_locked(out, wake);
+      }
       if (r != detail::ChanOp::would_block) {
+        c.settle_locked();
         c.lock.unlock();
         if (wake) wake->notify();
         return out;
@@ -381,6 +440,7 @@ class Channel {
     if (outcome == detail::Waiter::kAborted) {
       std::lock_guard lock(c.lock);
       c.receivers.remove(&entry);
+      c.settle_locked();
       return std::nullopt;
     }
     if (outcome == detail::Waiter::kClosed) throw ChannelClosed::destroyed();
@@ -405,15 +465,23 @@ class Channel<T>::RecvAwaitable {
     if (keep_ && !resumed_) {
       std::lock_guard lock(keep_->lock);
       keep_->receivers.remove(&entry_);
+      keep_->settle_locked();
     }
   }
 
   bool await_ready() const noexcept { return false; }
   bool await_suspend(std::coroutine_handle<> self) {
     core_type& c = *channel_->core_;
+    if (c.fast_recv(out_)) return false;
     detail::Waiter* wake = nullptr;
     c.lock.lock();
-    if (c.recv_locked(out_, wake) != detail::ChanOp::would_block) {
+    detail::ChanOp r = c.recv_locked(out_, wake);
+    if (r == detail::ChanOp::would_block) {
+      c.enter_slow_locked();
+      r = c.recv_locked(out_, wake);
+    }
+    if (r != detail::ChanOp::would_block) {
+      c.settle_locked();
       c.lock.unlock();
       if (wake) wake->notify();
       return false;  // no need to suspend
@@ -457,16 +525,23 @@ class Channel<T>::SendAwaitable {
     if (keep_ && !resumed_) {  // see ~RecvAwaitable
       std::lock_guard lock(keep_->lock);
       keep_->senders.remove(&entry_);
+      keep_->settle_locked();
     }
   }
 
   bool await_ready() const noexcept { return false; }
   bool await_suspend(std::coroutine_handle<> self) {
     core_type& c = *channel_->core_;
+    if (c.fast_send(value_)) return false;
     detail::Waiter* wake = nullptr;
     c.lock.lock();
-    const detail::ChanOp r = c.send_locked(value_, wake);
+    detail::ChanOp r = c.send_locked(value_, wake);
+    if (r == detail::ChanOp::would_block) {
+      c.enter_slow_locked();
+      r = c.send_locked(value_, wake);
+    }
     if (r != detail::ChanOp::would_block) {
+      c.settle_locked();
       c.lock.unlock();
       if (wake) wake->notify();
       closed_ = r == detail::ChanOp::closed;

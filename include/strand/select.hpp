@@ -55,6 +55,8 @@ struct ReadySource {
   SpinLock* lock;
   bool (*has_value)(void* core) noexcept;  // under lock
   bool (*closed)(void* core) noexcept;     // under lock
+  void (*enter_slow)(void* core) noexcept;  // under lock, before watching
+  void (*settle)(void* core) noexcept;      // under lock, after watching
   WaitQueue* watchers;
 };
 
@@ -67,7 +69,9 @@ ReadySource make_ready_source(Channel<T>& ch) {
         auto* k = static_cast<ChannelCore<T>*>(c);
         return k->count() != 0 || k->senders.any_waiting();
       },
-      [](void* c) noexcept { return static_cast<ChannelCore<T>*>(c)->closed; }, &core->watchers};
+      [](void* c) noexcept { return static_cast<ChannelCore<T>*>(c)->closed; },
+      [](void* c) noexcept { static_cast<ChannelCore<T>*>(c)->enter_slow_locked(); },
+      [](void* c) noexcept { static_cast<ChannelCore<T>*>(c)->settle_locked(); }, &core->watchers};
 }
 
 inline constexpr std::size_t kNone = std::numeric_limits<std::size_t>::max();
@@ -180,11 +184,13 @@ class Select {
     virtual void prepare() {}
     // Non-blocking attempt; true if done (the handler then still has to run).
     virtual bool try_now() = 0;
-    // Under the channel's lock: whether try_now could succeed; queue `entry` otherwise.
+    // Under the channel's lock: whether try_now could succeed (switching the channel to slow mode,
+    // as a waiter is about to queue); queue `entry` otherwise.
     virtual SpinLockRef lock_ref() noexcept = 0;
     virtual bool ready_locked() noexcept = 0;
     virtual void enqueue_locked(detail::WaitEntry& entry) noexcept = 0;
     virtual void dequeue_locked(detail::WaitEntry& entry) noexcept = 0;
+    virtual void settle_locked() noexcept = 0;  // no longer about to wait
     virtual bool destroyed_locked() noexcept = 0;
     virtual void* slot() noexcept = 0;
     virtual void run_handler() = 0;
@@ -204,9 +210,16 @@ class Select {
       return r != detail::ChanOp::would_block;
     }
     SpinLockRef lock_ref() noexcept override { return &core->lock; }
-    bool ready_locked() noexcept override { return core->recv_ready_locked(); }
+    bool ready_locked() noexcept override {
+      core->enter_slow_locked();  // a waiter is about to queue: the ring must hold still
+      return core->recv_ready_locked();
+    }
     void enqueue_locked(detail::WaitEntry& e) noexcept override { core->receivers.push(&e); }
-    void dequeue_locked(detail::WaitEntry& e) noexcept override { core->receivers.remove(&e); }
+    void dequeue_locked(detail::WaitEntry& e) noexcept override {
+      core->receivers.remove(&e);
+      core->settle_locked();
+    }
+    void settle_locked() noexcept override { core->settle_locked(); }
     bool destroyed_locked() noexcept override { return core->destroyed; }
     void* slot() noexcept override { return &value; }
     void run_handler() override {
@@ -245,12 +258,19 @@ class Select {
       return r == detail::ChanOp::done;
     }
     SpinLockRef lock_ref() noexcept override { return &core->lock; }
-    bool ready_locked() noexcept override { return core->send_ready_locked(); }
+    bool ready_locked() noexcept override {
+      core->enter_slow_locked();
+      return core->send_ready_locked();
+    }
     void enqueue_locked(detail::WaitEntry& e) noexcept override {
       core->senders.push(&e);
       core->wake_watchers();
     }
-    void dequeue_locked(detail::WaitEntry& e) noexcept override { core->senders.remove(&e); }
+    void dequeue_locked(detail::WaitEntry& e) noexcept override {
+      core->senders.remove(&e);
+      core->settle_locked();
+    }
+    void settle_locked() noexcept override { core->settle_locked(); }
     bool destroyed_locked() noexcept override { return core->destroyed; }
     void* slot() noexcept override { return &*pending; }
     void run_handler() override {

@@ -64,9 +64,11 @@ std::size_t wait_ready(std::span<ReadySource> sources, bool closed_is_ready) {
     for (std::size_t k = 0; k < order.size(); ++k) {
       ReadySource& s = sources[order[k]];
       std::lock_guard lock(*s.lock);
+      s.enter_slow(s.keep.get());
       const bool has = s.has_value(s.keep.get());
       const bool closed = s.closed(s.keep.get());
       if (has || (closed && closed_is_ready)) {
+        s.settle(s.keep.get());
         retry = waiter.try_select(kRetry);
         break;
       }
@@ -83,6 +85,7 @@ std::size_t wait_ready(std::span<ReadySource> sources, bool closed_is_ready) {
       ReadySource& s = sources[order[k]];
       std::lock_guard lock(*s.lock);
       s.watchers->remove(&entries[k]);
+      s.settle(s.keep.get());
     }
   }
 }
@@ -136,6 +139,7 @@ std::size_t Select::wait() {
       Case& c = *cases_[order[k]];
       std::lock_guard lock(*c.lock_ref());
       if (c.ready_locked()) {
+        c.settle_locked();
         retry = waiter.try_select(detail::kRetry);
         break;
       }
