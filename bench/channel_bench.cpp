@@ -24,8 +24,8 @@
 #include <vector>
 
 #include <benchmark/benchmark.h>
-#include <boost/fiber/all.hpp>
 #include <concurrentqueue/blockingconcurrentqueue.h>
+#include <boost/fiber/all.hpp>
 
 #include "strand/channel.hpp"
 #include "strand/event_loop.hpp"
@@ -327,8 +327,9 @@ void print_table(const RecordingReporter& r) {
       {"ping-pong threads: ours / mutex+cv", kPingStrandThreads, kPingMutexThreads, "", 0},
       {"ping-pong one thread: coroutines / fibers", kPingStrandCoro, kPingFiber, "", 0},
   };
-  std::printf("\nMedians, ns per item (per round trip for ping-pong); ratio ours / peer (below 1: "
-              "ours is faster)\n");
+  std::printf(
+      "\nMedians, ns per item (per round trip for ping-pong); ratio ours / peer (below 1: "
+      "ours is faster)\n");
   std::printf("%-44s %10s %10s %7s %8s  %s\n", "", "ours", "peer", "ratio", "target", "verdict");
   for (const Row& row : rows) {
     const double a = r.median(row.ours), b = r.median(row.peer);
@@ -337,8 +338,7 @@ void print_table(const RecordingReporter& r) {
       continue;
     }
     const char* verdict = row.limit == 0 ? "" : (a / b <= row.limit ? "met" : "MISSED");
-    std::printf("%-44s %10.1f %10.1f %7.3f %8s  %s\n", row.label, a, b, a / b, row.target,
-                verdict);
+    std::printf("%-44s %10.1f %10.1f %7.3f %8s  %s\n", row.label, a, b, a / b, row.target, verdict);
   }
   if (const double coro = r.median(kPingStrandCoro); coro > 0) {
     std::printf("%-44s %10.1f %10s %7s %8s  %s\n", "ping-pong coroutines, ns per round trip", coro,
@@ -350,8 +350,8 @@ void print_table(const RecordingReporter& r) {
   std::printf("\nselect over N channels, N producer threads, one consumer:\n");
   for (int n : {2, 4, 8, 16}) {
     const double ns = r.median("select/strand/" + std::to_string(n));
-    if (ns > 0) std::printf("  N = %2d: %8.1f ns per message, %6.2f million messages/s\n", n, ns,
-                            1e3 / ns);
+    if (ns > 0)
+      std::printf("  N = %2d: %8.1f ns per message, %6.2f million messages/s\n", n, ns, 1e3 / ns);
   }
 }
 

@@ -59,7 +59,8 @@ int main() {
   Channels chans;
   for (int i = 0; i <= kWhispers; ++i) chans.push_back(std::make_unique<strand::Channel<int>>());
   for (int i = 0; i < kWhispers; ++i) loop.spawn(whisper(*chans[i], *chans[i + 1]));
-  auto ends = [](strand::Channel<int>& leftmost, strand::Channel<int>& rightmost) -> strand::Coro<int> {
+  auto ends = [](strand::Channel<int>& leftmost,
+                 strand::Channel<int>& rightmost) -> strand::Coro<int> {
     co_await rightmost.send(1);
     co_return *co_await leftmost.recv();
   };

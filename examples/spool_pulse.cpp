@@ -10,8 +10,8 @@
 using namespace std::chrono_literals;
 
 int main() {
-  auto pulse = strand::go_factory([](strand::Endpoint<std::string, int>& self,
-                                     std::string name, std::chrono::milliseconds every) {
+  auto pulse = strand::go_factory([](strand::Endpoint<std::string, int>& self, std::string name,
+                                     std::chrono::milliseconds every) {
     while (self.alive()) {
       self.put("ping from " + name);
       std::this_thread::sleep_for(every);

@@ -17,6 +17,20 @@ namespace {
 
 using namespace std::chrono_literals;
 
+// Returns once someone waits in `queue` of the channel `core` (a thread blocked in put or get is
+// surely blocked then). The lock is not held while yielding.
+template <class T>
+void wait_until_queued(detail::ChannelCore<T>* core,
+                       detail::WaitQueue detail::ChannelCore<T>::*queue) {
+  for (;;) {
+    {
+      std::lock_guard lock(core->lock);
+      if (!(core->*queue).empty()) return;
+    }
+    std::this_thread::yield();
+  }
+}
+
 TEST(Channel, BufferedKeepsOrderUpToCapacity) {
   Channel<int> ch(3);
   EXPECT_EQ(ch.capacity(), 3u);
@@ -84,17 +98,8 @@ TEST(Channel, CloseWakesBlockedGettersAndPutters) {
   std::optional<int> got = 5;
   std::thread getter([&] { got = in.get(); });
   std::thread putter([&] { EXPECT_THROW(out.put(1), ChannelClosed); });
-  // A thread is surely blocked once it stands in the channel's queue.
-  while (true) {
-    std::lock_guard lock(in.core()->lock);
-    if (!in.core()->receivers.empty()) break;
-    std::this_thread::yield();
-  }
-  while (true) {
-    std::lock_guard lock(out.core()->lock);
-    if (!out.core()->senders.empty()) break;
-    std::this_thread::yield();
-  }
+  wait_until_queued(in.core().get(), &detail::ChannelCore<int>::receivers);
+  wait_until_queued(out.core().get(), &detail::ChannelCore<int>::senders);
   in.close();
   out.close();
   getter.join();
@@ -193,16 +198,8 @@ TEST(Channel, DestroyedWhileThreadsWaitWakesThemWithChannelClosed) {
       putter_error = e.what();
     }
   });
-  for (;;) {
-    std::lock_guard lock(in_core->lock);
-    if (!in_core->receivers.empty()) break;
-    std::this_thread::yield();
-  }
-  for (;;) {
-    std::lock_guard lock(out_core->lock);
-    if (!out_core->senders.empty()) break;
-    std::this_thread::yield();
-  }
+  wait_until_queued(in_core, &detail::ChannelCore<int>::receivers);
+  wait_until_queued(out_core, &detail::ChannelCore<int>::senders);
   in.reset();
   out.reset();
   getter.join();
@@ -294,11 +291,8 @@ TEST(Channel, DestroyedWhileCoroutinesWaitWakesThemWithChannelClosed) {
   };
   Handle<std::string> b = loop.spawn(sender(*ch));
   std::thread destroyer([&] {
-    for (;;) {  // wait until the sender stands in the queue with its second value
-      std::lock_guard lock(core->lock);
-      if (!core->senders.empty()) break;
-      std::this_thread::yield();
-    }
+    // Wait until the sender stands in the queue with its second value.
+    wait_until_queued(core, &detail::ChannelCore<int>::senders);
     ch.reset();
   });
   loop.run();
@@ -309,7 +303,9 @@ TEST(Channel, DestroyedWhileCoroutinesWaitWakesThemWithChannelClosed) {
 
 TEST(Channel, AwaitingOutsideALoopIsALogicError) {
   Channel<int> ch;
-  auto body = [](Channel<int>& c) -> Coro<void> { (void)co_await c.recv(); };
+  auto body = [](Channel<int>& c) -> Coro<void> {
+    (void)co_await c.recv();
+  };
   Coro<void> coro = body(ch);
   // Resumed by hand, with no scheduler: it cannot suspend, so recv() throws.
   coro.frame().resume();

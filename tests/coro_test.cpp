@@ -58,9 +58,9 @@ TEST(Coro, AnExceptionReachesWhoeverAwaits) {
   }
 }
 
-// Symmetric transfer keeps the stack flat through a tail call, which the sanitizers' instrumentation
-// prevents (ThreadSanitizer's own record of the stack holds at most 65,536 frames besides): under
-// them, a shorter chain.
+// Symmetric transfer keeps the stack flat through a tail call, which the sanitizers'
+// instrumentation prevents (ThreadSanitizer's own record of the stack holds at most 65,536 frames
+// besides): under them, a shorter chain.
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
 constexpr int kChainDepth = 5'000;
 #else
@@ -78,8 +78,12 @@ TEST(Coro, DeepChainsDoNotGrowTheStack) {
 }
 
 TEST(Coro, MoveOnlyResults) {
-  auto make = []() -> Coro<std::unique_ptr<int>> { co_return std::make_unique<int>(5); };
-  auto wrap = [make]() -> Coro<int> { co_return *(co_await make()); };
+  auto make = []() -> Coro<std::unique_ptr<int>> {
+    co_return std::make_unique<int>(5);
+  };
+  auto wrap = [make]() -> Coro<int> {
+    co_return *(co_await make());
+  };
   EXPECT_EQ(run(wrap()), 5);
 }
 

@@ -20,7 +20,9 @@ using namespace std::chrono_literals;
 using testing::Gate;
 
 TEST(EventLoop, RunReturnsTheValue) {
-  auto body = []() -> Coro<std::string> { co_return "done"; };
+  auto body = []() -> Coro<std::string> {
+    co_return "done";
+  };
   EXPECT_EQ(run(body()), "done");
 }
 
@@ -72,7 +74,9 @@ TEST(EventLoop, AwaitingAHandleDoesNotBlockTheLoop) {
     }
     g.open();
   };
-  auto waiter = [](Handle<int> h) -> Coro<int> { co_return co_await h; };
+  auto waiter = [](Handle<int> h) -> Coro<int> {
+    co_return co_await h;
+  };
   EventLoop loop;
   Handle<int> result = loop.spawn(waiter(slow));
   loop.spawn(ticker(ticks, gate));
@@ -83,7 +87,9 @@ TEST(EventLoop, AwaitingAHandleDoesNotBlockTheLoop) {
 
 TEST(EventLoop, AwaitingAFailedHandleRethrows) {
   Handle<int> failing = default_pool().submit([]() -> int { throw std::runtime_error("boom"); });
-  auto waiter = [](Handle<int> h) -> Coro<int> { co_return co_await h; };
+  auto waiter = [](Handle<int> h) -> Coro<int> {
+    co_return co_await h;
+  };
   try {
     run(waiter(failing));
     FAIL() << "expected the task's exception";
@@ -108,9 +114,13 @@ TEST(EventLoop, SpawnFromAnotherThreadWakesTheLoop) {
   EventLoop loop;
   Promise<void> done;
   Handle<void> done_handle = done.handle();
-  auto main_coro = [](Handle<void> d) -> Coro<void> { co_await d; };
+  auto main_coro = [](Handle<void> d) -> Coro<void> {
+    co_await d;
+  };
   std::thread other([&loop, d = std::move(done)]() mutable {
-    auto job = []() -> Coro<int> { co_return 3; };
+    auto job = []() -> Coro<int> {
+      co_return 3;
+    };
     Handle<int> h = loop.spawn(job());
     h.wait();
     d.set_value();
@@ -145,7 +155,9 @@ TEST(EventLoop, DestroyedWithSuspendedCoroutinesFreesTheirFrames) {
     stuck = loop.spawn(on_channel(alive, never));
     sleeping = loop.spawn(on_timer(alive));
     loop.spawn(on_handle(alive, pending));
-    auto first = []() -> Coro<void> { co_return; };
+    auto first = []() -> Coro<void> {
+      co_return;
+    };
     loop.run(first());  // everyone else is suspended now
     EXPECT_EQ(alive.use_count(), 4);
   }
@@ -181,7 +193,9 @@ TEST(EventLoop, SpawnOnAPoolSpreadsCoroutinesOverWorkers) {
 
 TEST(EventLoop, SleepForOutsideALoopIsALogicError) {
   ThreadPool pool(ThreadPool::Options{.threads = 1});
-  auto body = []() -> Coro<void> { co_await sleep_for(1ms); };
+  auto body = []() -> Coro<void> {
+    co_await sleep_for(1ms);
+  };
   try {
     spawn_on(pool, body()).get(5s);
     FAIL() << "expected a logic_error";

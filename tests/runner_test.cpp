@@ -228,15 +228,17 @@ TEST(CoroutineTaskrunner, YieldsBetweenOnIterCalls) {
   };
   run(body());
   // The runner's items and the other coroutine take turns.
-  EXPECT_EQ(trace, (std::vector<std::string>{"other0", "item0", "other1", "item1", "other2",
-                                             "item2"}));
+  EXPECT_EQ(trace,
+            (std::vector<std::string>{"other0", "item0", "other1", "item1", "other2", "item2"}));
 }
 
 TEST(CoroutineTaskrunner, YieldOnIterFalseRunsTheItemsInOneGo) {
   std::vector<std::string> trace;
-  auto runner = CoroutineTaskrunner([] { return std::vector<int>{0, 1, 2}; },
-                                    on_iter([&trace](int i) { trace.push_back(std::to_string(i)); }),
-                                    yield_on_iter(false));
+  auto runner = CoroutineTaskrunner(
+      [] {
+        return std::vector<int>{0, 1, 2};
+      },
+      on_iter([&trace](int i) { trace.push_back(std::to_string(i)); }), yield_on_iter(false));
   auto body = [&]() -> Coro<void> {
     Handle<void> h = runner();
     trace.push_back("caller");
@@ -252,7 +254,9 @@ TEST(CoroutineTaskrunner, HandsBackTheAwaitable) {
   int ended = 0;
   auto runner = CoroutineTaskrunner([](int base, int x) { return base + x; }, 100,
                                     on_end([&ended](int v) { ended = v; }));
-  auto body = [&runner]() -> Coro<int> { co_return co_await runner.awaitable(5); };
+  auto body = [&runner]() -> Coro<int> {
+    co_return co_await runner.awaitable(5);
+  };
   EXPECT_EQ(run(body()), 105);
   EXPECT_EQ(ended, 105);
 }

@@ -15,6 +15,20 @@ namespace {
 
 using namespace std::chrono_literals;
 
+// Returns once someone waits in `queue` of the channel `core` (a thread blocked in put or get is
+// surely blocked then). The lock is not held while yielding.
+template <class T>
+void wait_until_queued(detail::ChannelCore<T>* core,
+                       detail::WaitQueue detail::ChannelCore<T>::*queue) {
+  for (;;) {
+    {
+      std::lock_guard lock(core->lock);
+      if (!(core->*queue).empty()) return;
+    }
+    std::this_thread::yield();
+  }
+}
+
 TEST(Select, ReturnsTheChannelThatHasAValueWithoutTakingIt) {
   Channel<int> numbers(1);
   Channel<std::string> words(1);
@@ -227,11 +241,7 @@ TEST(Select, ChannelDestroyedWhileASelectWaits) {
       error = e.what();
     }
   });
-  for (;;) {
-    std::lock_guard lock(core->lock);
-    if (!core->receivers.empty()) break;
-    std::this_thread::yield();
-  }
+  wait_until_queued(core, &detail::ChannelCore<int>::receivers);
   a.reset();
   waiter.join();
   EXPECT_EQ(error, "strand: the channel was destroyed while waiting on it");

@@ -13,7 +13,8 @@
 //
 // Closing: put() on a closed channel throws strand::ChannelClosed; get() drains what is queued,
 // then returns an empty optional. A Channel owns its channel: destroying it closes it, and whoever
-// is still blocked on it (thread or coroutine) wakes with ChannelClosed ("destroyed while waiting").
+// is still blocked on it (thread or coroutine) wakes with ChannelClosed ("destroyed while
+// waiting").
 #pragma once
 
 #include <chrono>
@@ -267,8 +268,8 @@ class Channel {
   // As put, but gives up after `timeout`: false (and `v` left as it was) if not sent by then.
   template <class Rep, class Period>
   bool put_for(T&& v, std::chrono::duration<Rep, Period> timeout) {
-    return put_until(v, std::chrono::steady_clock::now() +
-                            std::chrono::ceil<std::chrono::nanoseconds>(timeout));
+    return put_until(
+        v, std::chrono::steady_clock::now() + std::chrono::ceil<std::chrono::nanoseconds>(timeout));
   }
   template <class Rep, class Period>
   bool put_for(const T& v, std::chrono::duration<Rep, Period> timeout) {
@@ -388,7 +389,7 @@ class Channel {
       for (int i = 0; i < 8; ++i) detail::spin_pause();
     }
     const std::shared_ptr<core_type> keep = core_;  // outlives a Channel destroyed meanwhile
-    detail::Waiter waiter;
+    detail::Waiter waiter(/*exclusive=*/!deadline);
     detail::WaitEntry entry{&waiter, &v, 0};
     c.senders.push(&entry);
     c.wake_watchers();  // an unbuffered channel now has a value on offer
@@ -432,7 +433,7 @@ class Channel {
       for (int i = 0; i < 8; ++i) detail::spin_pause();
     }
     const std::shared_ptr<core_type> keep = core_;
-    detail::Waiter waiter;
+    detail::Waiter waiter(/*exclusive=*/!deadline);
     detail::WaitEntry entry{&waiter, &out, 0};
     c.receivers.push(&entry);
     c.lock.unlock();

@@ -6,8 +6,8 @@
 // Lazy: calling a coroutine function makes its frame and runs nothing. It runs when awaited (the
 // awaiting coroutine resumes when it finishes, without a trip through any queue) or when given to
 // an EventLoop (`loop.run(twice())`, `loop.spawn(...)`, strand::spawn_on(pool, ...)). An exception
-// it throws reaches whoever awaits it. A Coro owns its frame: destroying an unfinished Coro destroys
-// the frame (and, through its locals, the frames it awaits).
+// it throws reaches whoever awaits it. A Coro owns its frame: destroying an unfinished Coro
+// destroys the frame (and, through its locals, the frames it awaits).
 #pragma once
 
 #include <coroutine>
@@ -61,9 +61,7 @@ class CoroPromise : public CoroPromiseBase<T> {
   Coro<T> get_return_object() noexcept;
   template <class U = T>
   requires std::is_convertible_v<U&&, T>
-  void return_value(U&& value) {
-    this->result_.template emplace<1>(std::forward<U>(value));
-  }
+  void return_value(U&& value) { this->result_.template emplace<1>(std::forward<U>(value)); }
 };
 
 template <>

@@ -1,11 +1,12 @@
-// strand/event_loop.hpp — EventLoop: runs coroutines on one thread; spawn_on spreads them on a pool.
+// strand/event_loop.hpp — EventLoop: runs coroutines on one thread; spawn_on spreads them on a
+// pool.
 //
 //   strand::Coro<int> main_coro() {
-//     co_await strand::sleep_for(10ms);                 // a timer: the thread runs others meanwhile
-//     co_await strand::yield();                         // let the other ready coroutines run first
-//     int v = co_await pool.submit(heavy);              // a Handle<T>: waits without blocking
-//     auto item = co_await channel.recv();              // channels, shared with threads too
-//     co_return v;
+//     co_await strand::sleep_for(10ms);                 // a timer: the thread runs others
+//     meanwhile co_await strand::yield();                         // let the other ready coroutines
+//     run first int v = co_await pool.submit(heavy);              // a Handle<T>: waits without
+//     blocking auto item = co_await channel.recv();              // channels, shared with threads
+//     too co_return v;
 //   }
 //   int v = strand::run(main_coro());                   // like asyncio.run: a loop, to completion
 //
@@ -181,7 +182,7 @@ class EventLoop final : public detail::Scheduler {
   mutable std::mutex remote_mutex_;
   std::vector<std::coroutine_handle<>> remote_;
   std::atomic<bool> remote_pending_{false};
-  bool sleeping_ = false;                  // guarded by remote_mutex_
+  bool sleeping_ = false;                    // guarded by remote_mutex_
   std::atomic<std::uint32_t> wake_word_{0};  // bumped to wake a sleeping loop
 
   mutable std::mutex roots_mutex_;
@@ -211,8 +212,8 @@ Handle<T> spawn_on(ThreadPool& pool, Coro<T> coro) {
 // CoroutineTaskrunner runs calls made outside any loop.
 EventLoop& default_loop();
 
-// `co_await strand::sleep_for(10ms)`: resumes after the time passed; the loop runs others meanwhile.
-// Throws std::logic_error outside an EventLoop.
+// `co_await strand::sleep_for(10ms)`: resumes after the time passed; the loop runs others
+// meanwhile. Throws std::logic_error outside an EventLoop.
 struct SleepFor {
   std::chrono::nanoseconds duration;
   [[nodiscard]] bool await_ready() const noexcept { return duration <= duration.zero(); }

@@ -402,8 +402,8 @@ class Runner {
   template <class... Args>
   auto awaitable(Args&&... args) const {
     using R = typename detail::call_result<config_type, std::decay_t<Args>...>::type;
-    constexpr bool stoppable = detail::takes_token_first<F, detail::init_tuple_t<Parts...>,
-                                                         std::decay_t<Args>...>::value;
+    constexpr bool stoppable =
+        detail::takes_token_first<F, detail::init_tuple_t<Parts...>, std::decay_t<Args>...>::value;
     return detail::await_call<R>(config_, stoppable,
                                  std::decay_t<Args>(std::forward<Args>(args))...);
   }

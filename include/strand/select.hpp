@@ -53,8 +53,8 @@ auto& source_channel(S& source) noexcept {
 struct ReadySource {
   std::shared_ptr<void> keep;  // the channel's core, alive while we wait on it
   SpinLock* lock;
-  bool (*has_value)(void* core) noexcept;  // under lock
-  bool (*closed)(void* core) noexcept;     // under lock
+  bool (*has_value)(void* core) noexcept;   // under lock
+  bool (*closed)(void* core) noexcept;      // under lock
   void (*enter_slow)(void* core) noexcept;  // under lock, before watching
   void (*settle)(void* core) noexcept;      // under lock, after watching
   WaitQueue* watchers;
@@ -63,15 +63,16 @@ struct ReadySource {
 template <class T>
 ReadySource make_ready_source(Channel<T>& ch) {
   auto* core = ch.core().get();
-  return ReadySource{
-      ch.core(), &core->lock,
-      [](void* c) noexcept {
-        auto* k = static_cast<ChannelCore<T>*>(c);
-        return k->count() != 0 || k->senders.any_waiting();
-      },
-      [](void* c) noexcept { return static_cast<ChannelCore<T>*>(c)->closed; },
-      [](void* c) noexcept { static_cast<ChannelCore<T>*>(c)->enter_slow_locked(); },
-      [](void* c) noexcept { static_cast<ChannelCore<T>*>(c)->settle_locked(); }, &core->watchers};
+  return ReadySource{ch.core(),
+                     &core->lock,
+                     [](void* c) noexcept {
+                       auto* k = static_cast<ChannelCore<T>*>(c);
+                       return k->count() != 0 || k->senders.any_waiting();
+                     },
+                     [](void* c) noexcept { return static_cast<ChannelCore<T>*>(c)->closed; },
+                     [](void* c) noexcept { static_cast<ChannelCore<T>*>(c)->enter_slow_locked(); },
+                     [](void* c) noexcept { static_cast<ChannelCore<T>*>(c)->settle_locked(); },
+                     &core->watchers};
 }
 
 inline constexpr std::size_t kNone = std::numeric_limits<std::size_t>::max();
@@ -130,15 +131,15 @@ class Select {
   Select& operator=(Select&&) noexcept = default;
 
   // Receives from `source`; `handler` gets the value (an empty optional: closed and drained).
-  template <class S, class Handler = void (*)(std::optional<typename std::remove_cvref_t<
-                                                  decltype(detail::source_channel(
-                                                      std::declval<S&>()))>::value_type>)>
+  template <class S, class Handler = void (*)(
+                         std::optional<typename std::remove_cvref_t<
+                             decltype(detail::source_channel(std::declval<S&>()))>::value_type>)>
   std::size_t recv(S& source, Handler handler = nullptr) {
     auto& ch = detail::source_channel(source);
     using T = typename std::remove_cvref_t<decltype(ch)>::value_type;
-    static_assert(std::is_invocable_v<Handler&, std::optional<T>> ||
-                      std::is_null_pointer_v<Handler>,
-                  "strand::Select::recv: the handler must be callable with std::optional<T>");
+    static_assert(
+        std::is_invocable_v<Handler&, std::optional<T>> || std::is_null_pointer_v<Handler>,
+        "strand::Select::recv: the handler must be callable with std::optional<T>");
     cases_.push_back(std::make_unique<RecvCase<T, Handler>>(ch, std::move(handler)));
     return cases_.size() - 1;
   }
@@ -148,8 +149,8 @@ class Select {
   std::size_t send(S& source, V&& value, Handler handler = nullptr) {
     auto& ch = detail::source_channel(source);
     using T = typename std::remove_cvref_t<decltype(ch)>::value_type;
-    cases_.push_back(std::make_unique<SendCase<T, Handler>>(ch, T(std::forward<V>(value)),
-                                                            std::move(handler)));
+    cases_.push_back(
+        std::make_unique<SendCase<T, Handler>>(ch, T(std::forward<V>(value)), std::move(handler)));
     return cases_.size() - 1;
   }
   // Runs `handler` at once when no case is ready: wait() never blocks.
@@ -162,8 +163,8 @@ class Select {
   }
   // Runs `handler` when no case was ready within `timeout`.
   template <class Rep, class Period>
-  std::size_t on_timeout(std::chrono::duration<Rep, Period> timeout,
-                         std::function<void()> handler = [] {}) {
+  std::size_t on_timeout(
+      std::chrono::duration<Rep, Period> timeout, std::function<void()> handler = [] {}) {
     check_no_fallback("on_timeout");
     timeout_ = std::chrono::ceil<std::chrono::nanoseconds>(timeout);
     default_ = std::move(handler);
@@ -294,6 +295,8 @@ class Select {
   std::function<void()> default_;
   std::optional<std::chrono::nanoseconds> timeout_;
   std::size_t fallback_index_ = detail::kNone;
+  std::vector<std::size_t> order_;          // wait()'s scratch: the channel cases, shuffled
+  std::vector<detail::WaitEntry> entries_;  // wait()'s scratch: a queue entry per case
 };
 
 }  // namespace strand

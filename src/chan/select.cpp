@@ -100,7 +100,9 @@ void Select::check_no_fallback(const char* what) const {
 }
 
 std::size_t Select::wait() {
-  std::vector<std::size_t> order;
+  // Scratch space kept between waits: a select in a loop allocates nothing.
+  std::vector<std::size_t>& order = order_;
+  order.clear();
   for (std::size_t i = 0; i < cases_.size(); ++i) {
     if (cases_[i]) order.push_back(i);
   }
@@ -110,7 +112,8 @@ std::size_t Select::wait() {
   for (std::size_t i : order) cases_[i]->prepare();
   std::optional<std::chrono::steady_clock::time_point> deadline;
   if (timeout_) deadline = std::chrono::steady_clock::now() + *timeout_;
-  std::vector<detail::WaitEntry> entries(order.size());
+  std::vector<detail::WaitEntry>& entries = entries_;
+  entries.resize(order.size());
 
   for (;;) {
     // Every case that can proceed now, tried in a random order: a uniform choice among them.

@@ -53,8 +53,9 @@ class Ring {
           return true;
         }
       } else if (stamp + one_lap_ == tail + 1) {  // the slot still holds last lap's value
-        std::atomic_thread_fence(std::memory_order_seq_cst);
-        if (head_.load(std::memory_order_relaxed) + one_lap_ == tail) return false;  // full
+        // (A stale head only makes a full ring of a nearly full one: the caller looks again,
+        // and finally with the ring holding still; see ChannelCore.)
+        if (head_.load(std::memory_order_seq_cst) + one_lap_ == tail) return false;  // full
         tail = tail_.load(std::memory_order_relaxed);
       } else {  // another producer is between its CAS and its stamp
         spin_pause();
@@ -82,8 +83,7 @@ class Ring {
           return true;
         }
       } else if (stamp == head) {  // not written yet on this lap
-        std::atomic_thread_fence(std::memory_order_seq_cst);
-        if (tail_.load(std::memory_order_relaxed) == head) return false;  // empty
+        if (tail_.load(std::memory_order_seq_cst) == head) return false;  // empty
         head = head_.load(std::memory_order_relaxed);
       } else {
         spin_pause();

@@ -44,6 +44,16 @@ inline void spin_pause() noexcept {
 class SpinLock {
  public:
   void lock() noexcept {
+    if (!locked_.exchange(true, std::memory_order_acquire)) [[likely]] {
+      return;
+    }
+    lock_contended();
+  }
+  bool try_lock() noexcept { return !locked_.exchange(true, std::memory_order_acquire); }
+  void unlock() noexcept { locked_.store(false, std::memory_order_release); }
+
+ private:
+  [[gnu::noinline]] void lock_contended() noexcept {
     for (int spins = 0; locked_.exchange(true, std::memory_order_acquire);) {
       while (locked_.load(std::memory_order_relaxed)) {
         if (++spins < 64) {
@@ -54,10 +64,6 @@ class SpinLock {
       }
     }
   }
-  bool try_lock() noexcept { return !locked_.exchange(true, std::memory_order_acquire); }
-  void unlock() noexcept { locked_.store(false, std::memory_order_release); }
-
- private:
   std::atomic<bool> locked_{false};
 };
 
@@ -68,14 +74,22 @@ class Waiter {
   static constexpr int kAborted = -2;  // the waiter gave up (timeout) before anyone claimed it
   static constexpr int kClosed = -3;   // woken because the channel was closed or destroyed
 
-  Waiter() = default;  // a thread
+  // A thread. `exclusive`: it waits in one queue only and never gives up (no select, no
+  // timeout), so the channel holding that queue's lock may claim it without an atomic exchange.
+  explicit Waiter(bool exclusive = false) noexcept : exclusive_(exclusive) {}
+  // A coroutine: always exclusive (it waits on one channel; only its frame's destruction, which
+  // takes the channel's lock, takes it out).
   Waiter(std::coroutine_handle<> coroutine, Scheduler* scheduler) noexcept
-      : coroutine_(coroutine), scheduler_(scheduler) {}
+      : coroutine_(coroutine), scheduler_(scheduler), exclusive_(true) {}
   Waiter(const Waiter&) = delete;
   Waiter& operator=(const Waiter&) = delete;
 
   // Claims the waiter for case `index`; false if someone else claimed it (or it gave up) first.
   bool try_select(int index) noexcept {
+    if (exclusive_) {  // nobody else can claim it: we hold the lock of its only queue
+      selected_.store(index, std::memory_order_relaxed);
+      return true;
+    }
     int expected = kWaiting;
     return selected_.compare_exchange_strong(expected, index, std::memory_order_acq_rel,
                                              std::memory_order_acquire);
@@ -132,6 +146,7 @@ class Waiter {
   std::atomic<std::uint32_t> woken_{kSpinning};
   std::coroutine_handle<> coroutine_;
   Scheduler* scheduler_ = nullptr;
+  bool exclusive_ = false;
 };
 
 // A waiter's place in one channel's queue. `slot` points at the value a sender offers (T*) or at
