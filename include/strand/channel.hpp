@@ -190,12 +190,10 @@ class ChannelCore {
     closed = true;
     destroyed = destroyed || destroying;
     while (WaitEntry* e = receivers.pop()) {
-      if (e->waiter->try_select(destroying ? Waiter::kDestroyed : e->index)) e->waiter->notify();
+      if (e->waiter->try_select(destroying ? Waiter::kClosed : e->index)) e->waiter->notify();
     }
     while (WaitEntry* e = senders.pop()) {
-      if (e->waiter->try_select(destroying ? Waiter::kDestroyed : Waiter::kClosed)) {
-        e->waiter->notify();
-      }
+      if (e->waiter->try_select(Waiter::kClosed)) e->waiter->notify();
     }
     while (WaitEntry* e = watchers.pop()) {
       if (e->waiter->try_select(e->index)) e->waiter->notify();
@@ -403,8 +401,9 @@ class Channel {
       c.settle_locked();
       return false;
     }
-    if (outcome == detail::Waiter::kClosed) throw ChannelClosed();
-    if (outcome == detail::Waiter::kDestroyed) throw ChannelClosed::destroyed();
+    if (outcome == detail::Waiter::kClosed) {
+      throw c.destroyed ? ChannelClosed::destroyed() : ChannelClosed();
+    }
     return true;
   }
 
@@ -445,26 +444,8 @@ class Channel {
       c.settle_locked();
       return std::nullopt;
     }
-    if (outcome == detail::Waiter::kDestroyed) throw ChannelClosed::destroyed();
+    if (outcome == detail::Waiter::kClosed) throw ChannelClosed::destroyed();
     return out;
-  }
-
-  // A coroutine frame destroyed while suspended on the channel (its EventLoop destroyed). Holding
-  // no reference to the channel keeps each suspension free of atomic reference counting; instead:
-  // a waiter still waiting is in the queue of a channel that is alive (destroying a channel claims
-  // every waiter), and takes itself out under the lock; a claimed one only waits until its
-  // claimer is done with it. (So a channel must not be destroyed *concurrently* with the
-  // destruction of a loop whose coroutines wait on it; one after the other is fine.)
-  static void leave(core_type* core, detail::WaitQueue core_type::*queue, detail::WaitEntry& entry,
-                    bool resumed, const std::optional<detail::Waiter>& waiter) noexcept {
-    if (core == nullptr || resumed) return;
-    if (waiter->selected() != detail::Waiter::kWaiting) {
-      waiter->wait_until_handled();
-      return;
-    }
-    std::lock_guard lock(core->lock);
-    (core->*queue).remove(&entry);  // (a no-op if a claimer took it out meanwhile)
-    core->settle_locked();
   }
 
   std::shared_ptr<core_type> core_;
@@ -478,7 +459,16 @@ class Channel<T>::RecvAwaitable {
   explicit RecvAwaitable(Channel& ch) noexcept : channel_(&ch) {}
   RecvAwaitable(const RecvAwaitable&) = delete;
   RecvAwaitable& operator=(const RecvAwaitable&) = delete;
-  ~RecvAwaitable() { leave(core_, &core_type::receivers, entry_, resumed_, waiter_); }
+  ~RecvAwaitable() {
+    // Once resumed, the entry is out of the queue (a claimer unlinks it). A frame destroyed while
+    // suspended takes itself out under the lock, which also waits for a claimer still moving a
+    // value into it.
+    if (keep_ && !resumed_) {
+      std::lock_guard lock(keep_->lock);
+      keep_->receivers.remove(&entry_);
+      keep_->settle_locked();
+    }
+  }
 
   bool await_ready() const noexcept { return false; }
   bool await_suspend(std::coroutine_handle<> self) {
@@ -502,7 +492,7 @@ class Channel<T>::RecvAwaitable {
       c.lock.unlock();
       detail::throw_no_scheduler("Channel::recv");
     }
-    core_ = &c;
+    keep_ = channel_->core_;
     waiter_.emplace(self, scheduler);
     entry_ = detail::WaitEntry{&*waiter_, &out_, 0};
     c.receivers.push(&entry_);
@@ -511,7 +501,7 @@ class Channel<T>::RecvAwaitable {
   }
   std::optional<T> await_resume() {
     resumed_ = true;
-    if (waiter_ && waiter_->selected() == detail::Waiter::kDestroyed) {
+    if (waiter_ && waiter_->selected() == detail::Waiter::kClosed) {
       throw ChannelClosed::destroyed();
     }
     return std::move(out_);
@@ -520,7 +510,7 @@ class Channel<T>::RecvAwaitable {
  private:
   Channel* channel_;
   bool resumed_ = false;
-  core_type* core_ = nullptr;  // set once suspended
+  std::shared_ptr<core_type> keep_;
   std::optional<T> out_;
   std::optional<detail::Waiter> waiter_;
   detail::WaitEntry entry_;
@@ -532,7 +522,13 @@ class Channel<T>::SendAwaitable {
   SendAwaitable(Channel& ch, T v) noexcept : channel_(&ch), value_(std::move(v)) {}
   SendAwaitable(const SendAwaitable&) = delete;
   SendAwaitable& operator=(const SendAwaitable&) = delete;
-  ~SendAwaitable() { leave(core_, &core_type::senders, entry_, resumed_, waiter_); }
+  ~SendAwaitable() {
+    if (keep_ && !resumed_) {  // see ~RecvAwaitable
+      std::lock_guard lock(keep_->lock);
+      keep_->senders.remove(&entry_);
+      keep_->settle_locked();
+    }
+  }
 
   bool await_ready() const noexcept { return false; }
   bool await_suspend(std::coroutine_handle<> self) {
@@ -557,7 +553,7 @@ class Channel<T>::SendAwaitable {
       c.lock.unlock();
       detail::throw_no_scheduler("Channel::send");
     }
-    core_ = &c;
+    keep_ = channel_->core_;
     waiter_.emplace(self, scheduler);
     entry_ = detail::WaitEntry{&*waiter_, &value_, 0};
     c.senders.push(&entry_);
@@ -568,9 +564,8 @@ class Channel<T>::SendAwaitable {
   void await_resume() {
     resumed_ = true;
     if (closed_) throw ChannelClosed();
-    if (waiter_) {
-      if (waiter_->selected() == detail::Waiter::kClosed) throw ChannelClosed();
-      if (waiter_->selected() == detail::Waiter::kDestroyed) throw ChannelClosed::destroyed();
+    if (waiter_ && waiter_->selected() == detail::Waiter::kClosed) {
+      throw keep_->destroyed ? ChannelClosed::destroyed() : ChannelClosed();
     }
   }
 
@@ -579,7 +574,7 @@ class Channel<T>::SendAwaitable {
   T value_;
   bool closed_ = false;
   bool resumed_ = false;
-  core_type* core_ = nullptr;  // set once suspended
+  std::shared_ptr<core_type> keep_;
   std::optional<detail::Waiter> waiter_;
   detail::WaitEntry entry_;
 };

@@ -10,7 +10,7 @@ namespace detail {
 namespace {
 
 // A waiter that claimed itself: something changed while it was queuing; look again.
-constexpr int kRetry = -5;
+constexpr int kRetry = -4;
 
 std::minstd_rand& thread_random() noexcept {
   thread_local std::minstd_rand engine(static_cast<unsigned>(
@@ -163,7 +163,6 @@ std::size_t Select::wait() {
       default_();
       return fallback_index_;
     }
-    if (outcome == detail::Waiter::kDestroyed) throw ChannelClosed::destroyed();
     if (outcome == detail::Waiter::kClosed) {
       throw destroyed ? ChannelClosed::destroyed() : ChannelClosed();
     }

@@ -71,9 +71,8 @@ class Waiter {
  public:
   // What selected() holds besides the index of the case that fired.
   static constexpr int kWaiting = -1;
-  static constexpr int kAborted = -2;    // the waiter gave up (timeout) before anyone claimed it
-  static constexpr int kClosed = -3;     // woken because the channel was closed
-  static constexpr int kDestroyed = -4;  // woken because the channel was destroyed
+  static constexpr int kAborted = -2;  // the waiter gave up (timeout) before anyone claimed it
+  static constexpr int kClosed = -3;   // woken because the channel was closed or destroyed
 
   // A thread. `exclusive`: it waits in one queue only and never gives up (no select, no
   // timeout), so the channel holding that queue's lock may claim it without an atomic exchange.
@@ -97,11 +96,6 @@ class Waiter {
   }
   [[nodiscard]] int selected() const noexcept { return selected_.load(std::memory_order_acquire); }
   [[nodiscard]] bool is_coroutine() const noexcept { return static_cast<bool>(coroutine_); }
-  // A coroutine's frame destroyed after its waiter was claimed waits for the claimer to be done
-  // with it (moving the value in, scheduling the resumption), which needs no channel.
-  void wait_until_handled() const noexcept {
-    while (!handled_.load(std::memory_order_acquire)) spin_pause();
-  }
 
   // Wakes the claimed waiter. For a coroutine it is called under the channel's lock, so a frame
   // being destroyed (which takes that lock to leave the queue) never races with its resumption.
@@ -109,7 +103,6 @@ class Waiter {
   void notify() noexcept {
     if (coroutine_) {
       scheduler_->schedule(coroutine_);
-      handled_.store(true, std::memory_order_release);
     } else if (woken_.exchange(kWoken, std::memory_order_acq_rel) == kSleeping) {
       futex_wake_one(woken_);
     }
@@ -151,7 +144,6 @@ class Waiter {
 
   std::atomic<int> selected_{kWaiting};
   std::atomic<std::uint32_t> woken_{kSpinning};
-  std::atomic<bool> handled_{false};  // coroutines: the claimer is done with this waiter
   std::coroutine_handle<> coroutine_;
   Scheduler* scheduler_ = nullptr;
   bool exclusive_ = false;
