@@ -5,10 +5,13 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <numeric>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "strand/channel.hpp"
+#include "strand/event_loop.hpp"
 #include "support.hpp"
 
 namespace strand {
@@ -180,6 +183,127 @@ TEST(AsTask, DecoratesAFunctionLikeTheSeed) {
       on_iter([&chunks](int size) { chunks.push_back(size); }));
   long_blocking_function(10, 5).get();
   EXPECT_EQ(chunks, (std::vector<int>{5, 5}));
+}
+
+// --- the coroutine target ----------------------------------------------------------------------
+
+TEST(CoroutineTaskrunner, RunsAPlainFunctionInsideALoop) {
+  auto runner = CoroutineTaskrunner([](int x) { return EventLoop::current() != nullptr ? x : -1; });
+  EXPECT_EQ(runner(4).get(std::chrono::seconds(5)), 4);  // outside a loop: strand::default_loop()
+}
+
+TEST(CoroutineTaskrunner, AwaitsACoroutineFunctionOnTheCallersLoop) {
+  auto runner = CoroutineTaskrunner([](int x) -> Coro<int> {
+    co_await yield();
+    co_return x * 3;
+  });
+  auto body = [&runner]() -> Coro<int> {
+    EventLoop* mine = EventLoop::current();
+    Handle<int> h = runner(5);  // spawned on this very loop
+    int v = co_await h;
+    co_return EventLoop::current() == mine ? v : -1;
+  };
+  EXPECT_EQ(run(body()), 15);
+}
+
+TEST(CoroutineTaskrunner, YieldsBetweenOnIterCalls) {
+  std::vector<std::string> trace;
+  auto runner = CoroutineTaskrunner(
+      [](int n) {
+        std::vector<int> v(n);
+        std::iota(v.begin(), v.end(), 0);
+        return v;
+      },
+      on_iter([&trace](int i) { trace.push_back("item" + std::to_string(i)); }));
+  auto other = [](std::vector<std::string>& t) -> Coro<void> {
+    for (int i = 0; i < 3; ++i) {
+      t.push_back("other" + std::to_string(i));
+      co_await yield();
+    }
+  };
+  auto body = [&]() -> Coro<void> {
+    Handle<void> h = runner(3);
+    co_await other(trace);
+    co_await h;
+  };
+  run(body());
+  // The runner's items and the other coroutine take turns.
+  EXPECT_EQ(trace,
+            (std::vector<std::string>{"other0", "item0", "other1", "item1", "other2", "item2"}));
+}
+
+TEST(CoroutineTaskrunner, YieldOnIterFalseRunsTheItemsInOneGo) {
+  std::vector<std::string> trace;
+  auto runner = CoroutineTaskrunner(
+      [] {
+        return std::vector<int>{0, 1, 2};
+      },
+      on_iter([&trace](int i) { trace.push_back(std::to_string(i)); }), yield_on_iter(false));
+  auto body = [&]() -> Coro<void> {
+    Handle<void> h = runner();
+    trace.push_back("caller");
+    co_await yield();
+    trace.push_back("caller again");
+    co_await h;
+  };
+  run(body());
+  EXPECT_EQ(trace, (std::vector<std::string>{"caller", "0", "1", "2", "caller again"}));
+}
+
+TEST(CoroutineTaskrunner, HandsBackTheAwaitable) {
+  int ended = 0;
+  auto runner = CoroutineTaskrunner([](int base, int x) { return base + x; }, 100,
+                                    on_end([&ended](int v) { ended = v; }));
+  auto body = [&runner]() -> Coro<int> {
+    co_return co_await runner.awaitable(5);
+  };
+  EXPECT_EQ(run(body()), 105);
+  EXPECT_EQ(ended, 105);
+}
+
+TEST(CoroutineTaskrunner, AnExceptionReachesTheAwaiterAndOnError) {
+  std::string seen;
+  auto runner = CoroutineTaskrunner(
+      []() -> Coro<int> {
+        co_await yield();
+        throw std::out_of_range("index 7");
+      },
+      on_error([&seen](const std::exception& e) { seen = e.what(); }));
+  auto body = [&runner]() -> Coro<std::string> {
+    try {
+      co_await runner.awaitable();
+    } catch (const std::out_of_range& e) {
+      co_return e.what();
+    }
+    co_return "nothing";
+  };
+  EXPECT_EQ(run(body()), "index 7");
+  EXPECT_EQ(seen, "index 7");
+  EXPECT_THROW(runner().get(std::chrono::seconds(5)), std::out_of_range);
+}
+
+TEST(CoroutineTaskrunner, ACoroutineFunctionOnAThreadTargetRunsOnALoopOfItsOwn) {
+  auto task = as_task(thread, []() -> Coro<int> {
+    co_await sleep_for(std::chrono::milliseconds(1));
+    co_return 9;
+  });
+  EXPECT_EQ(task().get(std::chrono::seconds(5)), 9);
+}
+
+TEST(CoroutineTaskrunner, HandlesOfADestroyedLoopReadCancelled) {
+  Handle<int> h;
+  Channel<int> never;
+  auto runner = CoroutineTaskrunner([&never]() -> Coro<int> { co_return *co_await never.recv(); });
+  {
+    EventLoop loop;
+    auto body = [&]() -> Coro<void> {
+      h = runner();
+      co_await yield();
+      co_await yield();
+    };
+    loop.run(body());
+  }
+  EXPECT_EQ(h.status(), Status::cancelled);
 }
 
 }  // namespace

@@ -15,6 +15,7 @@ TEST(Target, NamesReadBack) {
   EXPECT_EQ(to_string(Target::thread), "thread");
   EXPECT_EQ(to_string(Target::pool), "pool");
   EXPECT_EQ(to_string(Target::process), "process");
+  EXPECT_EQ(to_string(Target::coroutine), "coroutine");
 }
 
 TEST(Target, AnUnknownNameListsEveryValidTarget) {
@@ -24,7 +25,7 @@ TEST(Target, AnUnknownNameListsEveryValidTarget) {
   } catch (const std::invalid_argument& e) {
     EXPECT_STREQ(e.what(),
                  "strand: unknown task target \"nope\"; valid targets are: sync, "
-                 "thread, pool, process");
+                 "thread, pool, process, coroutine");
   }
 }
 
@@ -35,7 +36,7 @@ TEST(Target, AsTaskWithAnUnknownStringThrows) {
   } catch (const std::invalid_argument& e) {
     EXPECT_STREQ(e.what(),
                  "strand: unknown task target \"nope\"; valid targets are: sync, "
-                 "thread, pool, process");
+                 "thread, pool, process, coroutine");
   }
   EXPECT_THROW((void)as_task("", [] {}), std::invalid_argument);
   EXPECT_THROW((void)as_task("Thread", [] {}), std::invalid_argument);  // names are exact
@@ -47,6 +48,8 @@ TEST(Target, AsTaskWithEachStringRunsThere) {
   EXPECT_NE(as_task("thread", [] { return std::this_thread::get_id(); })().get(),
             std::this_thread::get_id());
   EXPECT_TRUE(as_task("pool", [] { return default_pool().is_worker_thread(); })().get());
+  EXPECT_TRUE(as_task("coroutine", [] { return EventLoop::current() != nullptr; })().get());
+  EXPECT_TRUE(as_task(coroutine, [] { return EventLoop::current() != nullptr; })().get());
 }
 
 }  // namespace

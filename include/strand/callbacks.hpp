@@ -6,6 +6,7 @@
 //   strand::on_error(f)  called with the exception (as std::exception_ptr or const std::exception&)
 //   strand::use_pool(p)  run pool tasks on `p` instead of strand::default_pool()
 //   strand::ProcessOptions{...}  grace period, timeout, memory limit of process tasks
+//   strand::yield_on_iter(false)  coroutine target: do not yield to the loop between on_iter calls
 //
 // Callbacks run on the thread that ran the function, before the handle completes, so a waiter that
 // wakes sees their effects. An exception thrown by on_iter or on_end fails the task like one thrown
@@ -40,6 +41,9 @@ struct OnError {
 struct UsePool {
   ThreadPool* pool;
 };
+struct YieldOnIter {
+  bool yield;
+};
 
 template <class F>
 [[nodiscard]] OnIter<std::decay_t<F>> on_iter(F&& f) {
@@ -55,6 +59,9 @@ template <class F>
 }
 [[nodiscard]] inline UsePool use_pool(ThreadPool& pool) noexcept {
   return {&pool};
+}
+[[nodiscard]] inline YieldOnIter yield_on_iter(bool yield) noexcept {
+  return {yield};
 }
 
 // No callback of that kind was given.
@@ -87,6 +94,7 @@ template <>
 struct is_option<UsePool> : std::true_type {};
 template <>
 struct is_option<ProcessOptions> : std::true_type {};
+struct is_option<YieldOnIter> : std::true_type {};
 template <class T>
 inline constexpr bool is_option_v = is_option<std::remove_cvref_t<T>>::value;
 

@@ -34,6 +34,8 @@
 #include <utility>
 
 #include "strand/callbacks.hpp"
+#include "strand/coro.hpp"
+#include "strand/event_loop.hpp"
 #include "strand/handle.hpp"
 #include "strand/process.hpp"
 #include "strand/target.hpp"
@@ -97,6 +99,18 @@ inline ProcessOptions pick_process_options(const auto&... parts) {
   return options;
 }
 
+inline bool pick_yield_on_iter(const auto&... parts) {
+  bool yield = true;
+  (
+      [&](const auto& p) {
+        if constexpr (std::is_same_v<std::remove_cvref_t<decltype(p)>, YieldOnIter>) {
+          yield = p.yield;
+        }
+      }(parts),
+      ...);
+  return yield;
+}
+
 inline ThreadPool* pick_pool(const auto&... parts) {
   ThreadPool* pool = nullptr;
   (
@@ -118,6 +132,7 @@ struct RunnerConfig {
   std::tuple_element_t<0, typename option_of<OnError, Parts...>::type> error;
   ThreadPool* pool;
   ProcessOptions process_options;
+  bool yield_on_iter;  // coroutine target: yield to the loop between on_iter calls
 
   static constexpr bool has_iter = !std::is_same_v<decltype(iter), NoCallback>;
   static constexpr bool has_end = !std::is_same_v<decltype(end), NoCallback>;
@@ -130,7 +145,8 @@ struct RunnerConfig {
         end(option_of<OnEnd, Parts...>::pick(parts...)),
         error(option_of<OnError, Parts...>::pick(parts...)),
         pool(pick_pool(parts...)),
-        process_options(pick_process_options(parts...)) {}
+        process_options(pick_process_options(parts...)),
+        yield_on_iter(pick_yield_on_iter(parts...)) {}
 
   // f(init..., args...), with a stop_token first if f takes one.
   template <class... A>
@@ -143,11 +159,31 @@ struct RunnerConfig {
   }
 };
 
+template <class V>
+struct unwrap_coro {
+  using type = V;
+};
+template <class X>
+struct unwrap_coro<Coro<X>> {
+  using type = X;
+};
+
+// The function's result; a function returning Coro<X> gives X (run on a loop of its own when the
+// target is not the coroutine target).
+template <class Config, class... A>
+decltype(auto) call_value(const Config& cfg, const std::stop_token& token, A&... args) {
+  if constexpr (is_coro_v<decltype(cfg.call(token, args...))>) {
+    return run(cfg.call(token, args...));
+  } else {
+    return cfg.call(token, args...);
+  }
+}
+
 template <class Config, class... A>
 struct call_result {
   using raw = decltype(std::declval<const Config&>().call(std::declval<const std::stop_token&>(),
                                                           std::declval<A&>()...));
-  using value = std::remove_cvref_t<raw>;
+  using value = typename unwrap_coro<std::remove_cvref_t<raw>>::type;
   static constexpr bool iterating = Config::has_iter && std::ranges::input_range<value>;
   static_assert(!Config::has_iter || std::ranges::input_range<value>,
                 "strand: on_iter needs a function that returns a range or a strand::Generator");
@@ -179,7 +215,7 @@ void run_call(const Config& cfg, State<R>& state, const std::stop_token& token,
   };
   try {
     if constexpr (result::iterating) {
-      auto&& range = cfg.call(token, args...);
+      auto&& range = call_value(cfg, token, args...);
       for (auto&& item : range) {
         if (cancelled()) return;  // the handle already reads cancelled; stop producing
         cfg.iter.f(item);
@@ -188,12 +224,12 @@ void run_call(const Config& cfg, State<R>& state, const std::stop_token& token,
       if constexpr (Config::has_end) invoke_callback(cfg.end);
       state.set_value();
     } else if constexpr (std::is_void_v<R>) {
-      cfg.call(token, args...);
+      call_value(cfg, token, args...);
       if (cancelled()) return;
       if constexpr (Config::has_end) invoke_callback(cfg.end);
       state.set_value();
     } else {
-      R value = cfg.call(token, args...);
+      R value = call_value(cfg, token, args...);
       if (cancelled()) return;
       if constexpr (Config::has_end) invoke_callback(cfg.end, std::as_const(value));
       state.set_value(std::move(value));
@@ -204,6 +240,96 @@ void run_call(const Config& cfg, State<R>& state, const std::stop_token& token,
       if (!cancelled()) invoke_error_callback(cfg.error, error);
     }
     state.set_exception(std::move(error));
+  }
+}
+
+// Cancels a call's state if the coroutine running it is destroyed before finishing it (its loop
+// was destroyed), so the handle does not wait forever.
+template <class R>
+struct CancelIfUnfinished {
+  StateRef<State<R>> state;
+  explicit CancelIfUnfinished(StateRef<State<R>> s) noexcept : state(std::move(s)) {}
+  CancelIfUnfinished(const CancelIfUnfinished&) = delete;
+  CancelIfUnfinished& operator=(const CancelIfUnfinished&) = delete;
+  ~CancelIfUnfinished() {
+    if (!state->ready()) state->cancel();
+  }
+};
+
+// The coroutine target: one call as a coroutine. A plain function runs inside the loop; one that
+// returns Coro<X> is awaited; with on_iter, the loop gets a turn between elements if the
+// runner's yield_on_iter says so.
+template <class Config, class R, class... A>
+Coro<void> run_call_in_loop(std::shared_ptr<const Config> cfg, StateRef<State<R>> state,
+                            A... args) {
+  CancelIfUnfinished<R> guard{state};
+  if (!state->try_start()) co_return;
+  const std::stop_token token = state->stop_token();
+  using result = call_result<Config, A...>;
+  using raw = std::remove_cvref_t<typename result::raw>;
+  const auto cancelled = [&] {
+    return state->status() == Status::cancelled;
+  };
+  if constexpr (!result::iterating && !is_coro_v<raw>) {
+    run_call(*cfg, *state, token, args...);
+  } else {
+    std::exception_ptr error;
+    try {
+      if constexpr (result::iterating) {
+        static_assert(!is_coro_v<raw>,
+                      "strand: with on_iter, the coroutine target needs a function that returns "
+                      "a range or a strand::Generator, not a Coro");
+        auto&& range = cfg->call(token, args...);
+        for (auto&& item : range) {
+          if (cancelled()) co_return;
+          cfg->iter.f(item);
+          if (cfg->yield_on_iter) co_await yield();
+        }
+        if (cancelled()) co_return;
+        if constexpr (Config::has_end) invoke_callback(cfg->end);
+        state->set_value();
+      } else if constexpr (std::is_void_v<R>) {
+        co_await cfg->call(token, args...);
+        if (cancelled()) co_return;
+        if constexpr (Config::has_end) invoke_callback(cfg->end);
+        state->set_value();
+      } else {
+        R value = co_await cfg->call(token, args...);
+        if (cancelled()) co_return;
+        if constexpr (Config::has_end) invoke_callback(cfg->end, std::as_const(value));
+        state->set_value(std::move(value));
+      }
+    } catch (...) {
+      error = std::current_exception();
+    }
+    if (error) {
+      if constexpr (Config::has_error) {
+        if (!cancelled()) invoke_error_callback(cfg->error, error);
+      }
+      state->set_exception(std::move(error));
+    }
+  }
+}
+
+template <class R, class Config, class... A>
+Handle<R> launch_in_loop(std::shared_ptr<const Config> cfg, bool stoppable, A... args) {
+  auto state = StateRef<State<R>>::adopt(make_state<PlainState<R>>(Status::queued));
+  if (stoppable) state->enable_stop();
+  EventLoop* loop = EventLoop::current();
+  if (loop == nullptr) loop = &default_loop();
+  (void)loop->spawn(run_call_in_loop<Config, R, A...>(std::move(cfg), state, std::move(args)...));
+  return Handle<R>(std::move(state));
+}
+
+template <class R, class Config, class... A>
+Coro<R> await_call(std::shared_ptr<const Config> cfg, bool stoppable, A... args) {
+  auto state = StateRef<State<R>>::adopt(make_state<PlainState<R>>(Status::queued));
+  if (stoppable) state->enable_stop();
+  co_await run_call_in_loop<Config, R, A...>(std::move(cfg), state, std::move(args)...);
+  if constexpr (std::is_void_v<R>) {
+    Handle<R>(std::move(state)).get();
+  } else {
+    co_return R(Handle<R>(std::move(state)).get());
   }
 }
 
@@ -239,6 +365,10 @@ class Runner {
       }
       constexpr bool stoppable = detail::takes_token_first<F, detail::init_tuple_t<Parts...>,
                                                            std::decay_t<Args>...>::value;
+      if (target_ == Target::coroutine) {
+        return detail::launch_in_loop<R>(config_, stoppable,
+                                         std::decay_t<Args>(std::forward<Args>(args))...);
+      }
       auto body = [config = config_, ... a = std::decay_t<Args>(std::forward<Args>(args))](
                       detail::State<R>& state, const std::stop_token& token) mutable noexcept {
         detail::run_call(*config, state, token, a...);
@@ -250,6 +380,17 @@ class Runner {
   }
 
   [[nodiscard]] Target target() const noexcept { return target_; }
+
+  // For a caller already in a coroutine: the call as a Coro<R> to co_await, run in the caller's
+  // coroutine (with the coroutine target's yields between on_iter calls) instead of on the target.
+  template <class... Args>
+  auto awaitable(Args&&... args) const {
+    using R = typename detail::call_result<config_type, std::decay_t<Args>...>::type;
+    constexpr bool stoppable =
+        detail::takes_token_first<F, detail::init_tuple_t<Parts...>, std::decay_t<Args>...>::value;
+    return detail::await_call<R>(config_, stoppable,
+                                 std::decay_t<Args>(std::forward<Args>(args))...);
+  }
 
  private:
   template <class R, class... A>
@@ -347,6 +488,19 @@ class ProcessTaskrunner : public Runner<F, Parts...> {
 };
 template <class F, class... Parts>
 ProcessTaskrunner(F, Parts...) -> ProcessTaskrunner<F, Parts...>;
+
+// Runs each call as a coroutine on an EventLoop: the caller's loop when called from a coroutine,
+// otherwise strand::default_loop(). A plain function runs inside the loop; one returning Coro<X>
+// is awaited there. With on_iter, the loop runs other coroutines between elements unless
+// strand::yield_on_iter(false) is given. runner.awaitable(args...) hands back the Coro instead.
+template <class F, class... Parts>
+class CoroutineTaskrunner : public Runner<F, Parts...> {
+ public:
+  explicit CoroutineTaskrunner(F f, Parts... parts)
+      : Runner<F, Parts...>(Target::coroutine, std::move(f), std::move(parts)...) {}
+};
+template <class F, class... Parts>
+CoroutineTaskrunner(F, Parts...) -> CoroutineTaskrunner<F, Parts...>;
 
 template <class T>
 concept not_a_target = !std::is_convertible_v<const T&, std::string_view> && !requires {

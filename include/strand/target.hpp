@@ -14,6 +14,7 @@ enum class Target {
   thread,   // a new thread per call
   pool,     // a worker of a ThreadPool (strand::default_pool() unless use_pool(...) says otherwise)
   process,  // a forked child process; the result comes back serialized (strand/process.hpp)
+  coroutine,  // a coroutine on the caller's EventLoop, or on strand::default_loop() outside one
 };
 
 template <Target T>
@@ -25,15 +26,17 @@ inline constexpr TargetTag<Target::thread> thread{};
 inline constexpr TargetTag<Target::pool> pool{};
 inline constexpr TargetTag<Target::process> process{};
 
-// "sync", "thread", "pool", "process".
+inline constexpr TargetTag<Target::coroutine> coroutine{};
+
+// "sync", "thread", "pool", "process", "coroutine".
 [[nodiscard]] std::string_view to_string(Target target) noexcept;
 
 // Every target this build knows, in the order to_string names them.
 [[nodiscard]] std::span<const Target> all_targets() noexcept;
 
 // The target named `name`. Throws std::invalid_argument naming every valid target, e.g.
-// `strand: unknown task target "nope"; valid targets are: sync, thread, pool,
-// process`.
+// `strand: unknown task target "nope"; valid targets are: sync, thread, pool, process,
+// coroutine`.
 [[nodiscard]] Target parse_target(std::string_view name);
 
 }  // namespace strand

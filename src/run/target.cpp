@@ -6,8 +6,8 @@
 
 namespace strand {
 namespace {
-constexpr std::array<Target, 4> kTargets = {Target::sync, Target::thread, Target::pool,
-                                            Target::process};
+constexpr std::array kTargets = {Target::sync, Target::thread, Target::pool, Target::process,
+                                 Target::coroutine};
 }  // namespace
 
 std::string_view to_string(Target target) noexcept {
@@ -20,6 +20,8 @@ std::string_view to_string(Target target) noexcept {
       return "pool";
     case Target::process:
       return "process";
+    case Target::coroutine:
+      return "coroutine";
   }
   return "unknown";
 }
