@@ -76,7 +76,7 @@ TEST_F(RunProcess, ACommandAndEverythingItStartedStopAtScopeExit) {
   int pgid = 0;
   {
     auto sh = strand::run_process(
-        {"sh", "-c", "sleep 30 & sleep 30 & touch '" + flag.string() + "'; wait"},
+        {"sh", "-c", "sleep 30 & sleep 30 & : > '" + flag.string() + "'; wait"},
         {.name = "sleepers", .is_ready = [flag] {
            return std::filesystem::exists(flag);
          }});
@@ -187,7 +187,7 @@ TEST_F(RunProcess, NotAlreadyRunningLaunches) {
 
 // A shell that ignores SIGTERM, and says so by creating `flag` once the trap is set.
 std::vector<std::string> stubborn_shell(const std::filesystem::path& flag) {
-  return {"sh", "-c", "trap '' TERM; touch '" + flag.string() + "'; while :; do sleep 1; done"};
+  return {"sh", "-c", "trap '' TERM; : > '" + flag.string() + "'; while :; do sleep 1; done"};
 }
 
 TEST_F(RunProcess, AChildIgnoringSigtermIsKilledAfterTheGracePeriod) {

@@ -94,6 +94,7 @@ template <>
 struct is_option<UsePool> : std::true_type {};
 template <>
 struct is_option<ProcessOptions> : std::true_type {};
+template <>
 struct is_option<YieldOnIter> : std::true_type {};
 template <class T>
 inline constexpr bool is_option_v = is_option<std::remove_cvref_t<T>>::value;
