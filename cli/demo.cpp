@@ -92,7 +92,8 @@ static int run_compute_demo(const DemoOptions& options, std::ostream& out) {
     jobs.keys.push_back(handles.back().key());
   }
   const int waited = jobs_wait(jobs, out, std::cerr);
-  for (auto& h : handles) out << "  " << h.key() << " -> " << h.get_result(std::chrono::seconds(30)) << " primes\n";
+  for (auto& h : handles)
+    out << "  " << h.key() << " -> " << h.get_result(std::chrono::seconds(30)) << " primes\n";
   out << "\n";
   const int listed = jobs_ls(jobs, out, std::cerr);
   return waited != 0 ? waited : listed;

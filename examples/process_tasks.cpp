@@ -4,8 +4,8 @@
 #include <csignal>
 #include <cstdio>
 #include <stdexcept>
-#include <string>
 #include <strand/strand.hpp>
+#include <string>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -65,7 +65,10 @@ int main() {
 
   // A hang is stopped for real: SIGTERM, then SIGKILL after the grace period.
   auto hang = strand::as_task(
-      strand::process, [] { for (;;) std::this_thread::sleep_for(1s); },
+      strand::process,
+      [] {
+        for (;;) std::this_thread::sleep_for(1s);
+      },
       strand::ProcessOptions{.grace = 100ms, .timeout = 200ms});
   try {
     hang().get();

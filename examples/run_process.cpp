@@ -16,7 +16,9 @@ void my_worker() {
   std::printf("Worker exiting!\n");
 }
 
-bool is_service_running() { return true; }  // an outside check, e.g. a health endpoint
+bool is_service_running() {
+  return true;
+}  // an outside check, e.g. a health endpoint
 
 int main() {
   {

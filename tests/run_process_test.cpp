@@ -75,11 +75,11 @@ TEST_F(RunProcess, ACommandAndEverythingItStartedStopAtScopeExit) {
   const auto flag = dir_ / "started";
   int pgid = 0;
   {
-    auto sh = strand::run_process(
-        {"sh", "-c", "sleep 30 & sleep 30 & : > '" + flag.string() + "'; wait"},
-        {.name = "sleepers", .is_ready = [flag] {
-           return std::filesystem::exists(flag);
-         }});
+    auto sh =
+        strand::run_process({"sh", "-c", "sleep 30 & sleep 30 & : > '" + flag.string() + "'; wait"},
+                            {.name = "sleepers", .is_ready = [flag] {
+                               return std::filesystem::exists(flag);
+                             }});
     pgid = sh.pid();
     EXPECT_EQ(sh.name(), "sleepers");
     EXPECT_TRUE(sh.alive());

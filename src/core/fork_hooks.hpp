@@ -20,8 +20,9 @@ void install_fork_handlers() noexcept;
 
 // Held while an operation holds something a forked child would inherit half-taken: a store's file
 // lock (an flock belongs to the open file description, which the child shares), an SQLite call
-// (SQLite's own global mutexes). fork() waits until none is held, and a waiting fork goes before new
-// holders, so a busy store cannot starve a fork. Not recursive: take it once, at the outermost operation.
+// (SQLite's own global mutexes). fork() waits until none is held, and a waiting fork goes before
+// new holders, so a busy store cannot starve a fork. Not recursive: take it once, at the outermost
+// operation.
 class ForkQuiet {
  public:
   ForkQuiet() noexcept;
