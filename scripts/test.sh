@@ -9,7 +9,7 @@ case "${STRAND_SANITIZE:-}" in
   "") dir="$STRAND_ROOT/build"; options=() ;;
   thread) dir="$STRAND_ROOT/build-tsan"
     options=(-DSTRAND_SANITIZE=thread -DSTRAND_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo)
-    export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 ${TSAN_OPTIONS:-}" ;;
+    export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$STRAND_ROOT/tests/tsan.supp ${TSAN_OPTIONS:-}" ;;
   address) dir="$STRAND_ROOT/build-asan"
     options=(-DSTRAND_SANITIZE=address -DSTRAND_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo)
     export ASAN_OPTIONS="detect_leaks=1 detect_stack_use_after_return=1 ${ASAN_OPTIONS:-}"
