@@ -17,7 +17,7 @@
 namespace strand {
 namespace {
 
-std::string quoted(std::string_view name) {
+std::string quoted_name(std::string_view name) {
   // Built by appends: GCC 12's -Wrestrict misfires on "\"" + std::string(name) at -O3.
   std::string out;
   out.reserve(name.size() + 2);
@@ -42,7 +42,7 @@ std::string join_cycle(const std::vector<std::string>& cycle) {
 
 std::exception_ptr cancellation(const Task& task, const std::string& reason) {
   return std::make_exception_ptr(
-      Cancelled("strand: task " + quoted(task.name()) + " was cancelled: " + reason));
+      Cancelled("strand: task " + quoted_name(task.name()) + " was cancelled: " + reason));
 }
 
 // The tracked transitions of all tasks print through one lock, so lines never interleave.
@@ -103,16 +103,16 @@ std::optional<TaskState> next_state(TaskState state, TaskEvent event) noexcept {
 }
 
 TaskError::TaskError(std::string_view task, TaskState state, TaskEvent event)
-    : Error("strand: task " + quoted(task) + ": event " + std::string(to_string(event)) +
+    : Error("strand: task " + quoted_name(task) + ": event " + std::string(to_string(event)) +
             " is not allowed in state " + std::string(to_string(state))) {}
 
 BlockedError::BlockedError(std::string_view task, std::string_view prerequisite, TaskState state)
-    : TaskError("strand: task " + quoted(task) + " is blocked: prerequisite " +
-                quoted(prerequisite) + " is " + std::string(to_string(state))) {}
+    : TaskError("strand: task " + quoted_name(task) + " is blocked: prerequisite " +
+                quoted_name(prerequisite) + " is " + std::string(to_string(state))) {}
 
 CycleError::CycleError(std::vector<std::string> cycle)
-    : TaskError("strand: task " + quoted(cycle.empty() ? "" : cycle.front()) + " cannot require " +
-                quoted(cycle.size() > 1 ? cycle[1] : "") + ": that would make a cycle " +
+    : TaskError("strand: task " + quoted_name(cycle.empty() ? "" : cycle.front()) + " cannot require " +
+                quoted_name(cycle.size() > 1 ? cycle[1] : "") + ": that would make a cycle " +
                 join_cycle(cycle)),
       cycle_(std::move(cycle)) {}
 
@@ -220,9 +220,9 @@ bool detail::TaskRuntime::settle_from_prerequisite(Task& task, const Task& culpr
   if (culprit_state == TaskState::cancelled) {
     return apply_if(
         task, TaskState::pending, TaskEvent::cancel, nullptr,
-        cancellation(task, "prerequisite " + quoted(culprit.name()) + " was cancelled"));
+        cancellation(task, "prerequisite " + quoted_name(culprit.name()) + " was cancelled"));
   }
-  std::string reason = "prerequisite " + quoted(culprit.name());
+  std::string reason = "prerequisite " + quoted_name(culprit.name());
   if (culprit_state == TaskState::failed) {
     const auto error = culprit.exception();
     reason += " failed" + (error ? ": " + describe(error) : std::string());
@@ -231,7 +231,7 @@ bool detail::TaskRuntime::settle_from_prerequisite(Task& task, const Task& culpr
   }
   return apply_if(task, TaskState::pending, TaskEvent::fail, nullptr,
                   std::make_exception_ptr(
-                      TaskError("strand: task " + quoted(task.name()) + " failed: " + reason)));
+                      TaskError("strand: task " + quoted_name(task.name()) + " failed: " + reason)));
 }
 
 // ---- Task ----
@@ -398,7 +398,7 @@ TaskState Task::transition(TaskEvent event) {
     std::exception_ptr error;
     if (*to == TaskState::failed) {
       error = std::make_exception_ptr(
-          TaskError("strand: task " + quoted(name_) + " failed: the fail event was applied"));
+          TaskError("strand: task " + quoted_name(name_) + " failed: the fail event was applied"));
     } else if (*to == TaskState::cancelled) {
       error = cancellation(*this, "the cancel event was applied");
     }
@@ -437,12 +437,12 @@ void Task::check_finished_ok() const {
   if (state == TaskState::failed || state == TaskState::cancelled) {
     std::rethrow_exception(exception());
   }
-  throw NotReady("strand: task " + quoted(name_) + " has no result yet: it is " +
+  throw NotReady("strand: task " + quoted_name(name_) + " has no result yet: it is " +
                  std::string(to_string(state)));
 }
 
 void Task::throw_wrong_result_type(const std::any& got, const std::type_info& wanted) const {
-  throw TaskError("strand: task " + quoted(name_) + ": the result is " +
+  throw TaskError("strand: task " + quoted_name(name_) + ": the result is " +
                   (got.has_value() ? demangled(got.type()) : std::string("void")) + ", not " +
                   demangled(wanted));
 }

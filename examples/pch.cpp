@@ -1,0 +1,1 @@
+// The translation unit that owns the examples' precompiled header (examples/CMakeLists.txt).
