@@ -111,9 +111,9 @@ BlockedError::BlockedError(std::string_view task, std::string_view prerequisite,
                 quoted_name(prerequisite) + " is " + std::string(to_string(state))) {}
 
 CycleError::CycleError(std::vector<std::string> cycle)
-    : TaskError("strand: task " + quoted_name(cycle.empty() ? "" : cycle.front()) + " cannot require " +
-                quoted_name(cycle.size() > 1 ? cycle[1] : "") + ": that would make a cycle " +
-                join_cycle(cycle)),
+    : TaskError("strand: task " + quoted_name(cycle.empty() ? "" : cycle.front()) +
+                " cannot require " + quoted_name(cycle.size() > 1 ? cycle[1] : "") +
+                ": that would make a cycle " + join_cycle(cycle)),
       cycle_(std::move(cycle)) {}
 
 void detail::TaskSpinLock::lock() noexcept {
@@ -230,8 +230,8 @@ bool detail::TaskRuntime::settle_from_prerequisite(Task& task, const Task& culpr
     reason += " is " + std::string(to_string(culprit_state));
   }
   return apply_if(task, TaskState::pending, TaskEvent::fail, nullptr,
-                  std::make_exception_ptr(
-                      TaskError("strand: task " + quoted_name(task.name()) + " failed: " + reason)));
+                  std::make_exception_ptr(TaskError("strand: task " + quoted_name(task.name()) +
+                                                    " failed: " + reason)));
 }
 
 // ---- Task ----
