@@ -2,6 +2,7 @@
 // directory) and SqliteStore (a fresh temporary file), in both formats where the store writes
 // bytes.
 #include "strand/store.hpp"
+#include "strand/memory_store.hpp"
 
 #include <gtest/gtest.h>
 

@@ -2,6 +2,7 @@
 #include <string_view>
 
 #include "strand/filesystem_store.hpp"
+#include "strand/memory_store.hpp"
 #include "strand/sqlite_store.hpp"
 #include "strand/store.hpp"
 
