@@ -35,12 +35,15 @@
 // so its migration adds the columns and the index and leaves every row as it is.
 //
 // The job queue (strand/job_queue.hpp) runs on SQLite's own clock (`julianday('now')`, read inside
-// the transaction that uses it), never a worker's. A claim is one `BEGIN IMMEDIATE` transaction:
-// an index walk per queue finds the claimable keys in claim order, then each record is decoded,
-// changed by the state change every store shares, and written back. complete, fail, heartbeat,
-// release and cancel_job are one transaction each, a compare-and-set on status and token (a
-// fenced-off worker is turned away by the columns, before any decoding). A job whose record does
-// not decode is written FAILED with the strand::DecodeError reason, and the claim goes on.
+// the transaction that uses it, or just before a compare-and-set), never a worker's. A claim is one
+// `BEGIN IMMEDIATE` transaction: an index walk per queue finds the claimable keys in claim order,
+// then each record is decoded, changed by the state change every store shares, and written back.
+// complete, fail, release and cancel_job are each one compare-and-set: the row is read (a
+// fenced-off worker is turned away by its status and token columns, before any decoding), the
+// record changed and encoded outside the store's lock, and written by one UPDATE that succeeds only
+// if the row still has the version read (every write raises it; else it starts again). heartbeat is
+// one transaction. A job whose record does not decode is written FAILED with the
+// strand::DecodeError reason, and the claim goes on.
 //
 // One connection per store object, guarded by a mutex, with its statements prepared once. After a
 // fork() the child opens a fresh connection on first use (an SQLite connection must not cross a

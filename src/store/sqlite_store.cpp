@@ -69,6 +69,15 @@ ON CONFLICT (key) DO UPDATE SET
 RETURNING version, created_ms
 )sql";
 
+// A job's compare-and-set: the write happens only if the row is still the version read.
+constexpr const char* kUpdateIfVersion = R"sql(
+UPDATE strand_records SET
+  status = ?2, record = ?3, completed_ms = ?6, version = version + 1,
+  queue = ?7, priority = ?8, run_at_ms = ?9, lease_ms = ?10, token = ?11
+WHERE key = ?1 AND version = ?12
+RETURNING version
+)sql";
+
 // A new job; an existing key (the idempotency key's first job) stays as it is.
 constexpr const char* kInsertJob = R"sql(
 INSERT INTO strand_records (key, status, record, created_ms, completed_ms, version,
@@ -149,6 +158,7 @@ struct SqliteStore::Impl {
     sqlite3_stmt* data_version = nullptr;
     sqlite3_stmt* now = nullptr;
     sqlite3_stmt* insert_job = nullptr;
+    sqlite3_stmt* update_if_version = nullptr;
     sqlite3_stmt* claim_queued = nullptr;
     sqlite3_stmt* claim_expired = nullptr;
     sqlite3_stmt* next_run_at = nullptr;
@@ -158,9 +168,10 @@ struct SqliteStore::Impl {
   ~Impl() { close(); }
 
   void close() noexcept {
-    for (sqlite3_stmt* s : {st.find, st.upsert, st.erase, st.keys, st.count, st.cleanup, st.begin,
-                            st.commit, st.rollback, st.data_version, st.now, st.insert_job,
-                            st.claim_queued, st.claim_expired, st.next_run_at, st.next_lease}) {
+    for (sqlite3_stmt* s :
+         {st.find, st.upsert, st.erase, st.keys, st.count, st.cleanup, st.begin, st.commit,
+          st.rollback, st.data_version, st.now, st.insert_job, st.update_if_version,
+          st.claim_queued, st.claim_expired, st.next_run_at, st.next_lease}) {
       sqlite3_finalize(s);
     }
     st = {};
@@ -278,6 +289,7 @@ struct SqliteStore::Impl {
     st.data_version = prepare("PRAGMA data_version");
     st.now = prepare(kNow);
     st.insert_job = prepare(kInsertJob);
+    st.update_if_version = prepare(kUpdateIfVersion);
     st.claim_queued = prepare(kClaimQueued);
     st.claim_expired = prepare(kClaimExpired);
     st.next_run_at = prepare(kNextRunAt);
@@ -321,17 +333,13 @@ struct SqliteStore::Impl {
     return out;
   }
 
-  void write(Record& record, Format format) {
-    const std::string bytes = detail::encode_record(record, format);
+  // Binds what every write of `record` sets: ?1 key, ?2 status, ?3 the blob `bytes`, ?6
+  // completed_ms and the job columns ?7..?11 from record.job.
+  static void bind_columns(sqlite3_stmt* s, const Record& record, const std::string& bytes) {
     const std::string_view status = to_string(record.status);
-    sqlite3_stmt* s = st.upsert;
     sqlite3_bind_text(s, 1, record.key.data(), static_cast<int>(record.key.size()), SQLITE_STATIC);
     sqlite3_bind_text(s, 2, status.data(), static_cast<int>(status.size()), SQLITE_STATIC);
     sqlite3_bind_blob(s, 3, bytes.data(), static_cast<int>(bytes.size()), SQLITE_STATIC);
-    if (record.created != Record::time_point{}) {
-      sqlite3_bind_int64(s, 4, detail::to_unix_ms(record.created));
-    }
-    sqlite3_bind_int64(s, 5, detail::to_unix_ms(std::chrono::system_clock::now()));
     if (record.completed) sqlite3_bind_int64(s, 6, detail::to_unix_ms(*record.completed));
     if (const std::optional<Job>& job = record.job) {
       // Only a job that may still run is in the claim index (queue set).
@@ -346,6 +354,30 @@ struct SqliteStore::Impl {
       }
       sqlite3_bind_int64(s, 11, static_cast<std::int64_t>(job->token));
     }
+  }
+
+  // Writes `record` (already encoded as `bytes`) only if its row is still at version `expected`:
+  // a compare-and-set on everything (every write raises the version). True if written.
+  bool write_if_version(Record& record, const std::string& bytes, std::uint64_t expected) {
+    sqlite3_stmt* s = st.update_if_version;
+    bind_columns(s, record, bytes);
+    sqlite3_bind_int64(s, 12, static_cast<std::int64_t>(expected));
+    const int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) record.version = static_cast<std::uint64_t>(sqlite3_column_int64(s, 0));
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    check(rc, "cannot write a job");
+    return rc == SQLITE_ROW;
+  }
+
+  void write(Record& record, Format format) {
+    const std::string bytes = detail::encode_record(record, format);
+    sqlite3_stmt* s = st.upsert;
+    bind_columns(s, record, bytes);
+    if (record.created != Record::time_point{}) {
+      sqlite3_bind_int64(s, 4, detail::to_unix_ms(record.created));
+    }
+    sqlite3_bind_int64(s, 5, detail::to_unix_ms(std::chrono::system_clock::now()));
     const int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) {
       record.version = static_cast<std::uint64_t>(sqlite3_column_int64(s, 0));
@@ -398,14 +430,21 @@ struct SqliteStore::Impl {
     }
   }
 
-  // The record of job `id`, decoded only if `admit(status, token)` accepts its row (a row that is
-  // not a job has a NULL token: -1 here). nullopt if there is no row or it is not admitted.
+  // A row as stored: its blob still encoded.
+  struct Row {
+    std::string bytes;
+    std::uint64_t version = 0;
+    std::int64_t created_ms = 0;
+  };
+
+  // The row of job `id` if `admit(status, token)` accepts it (a row that is not a job has a NULL
+  // token: -1 here). nullopt if there is no row or it is not admitted.
   template <class Admit>
-  std::optional<Record> load_job(std::string_view id, Format format, Admit&& admit) {
+  std::optional<Row> load_row(std::string_view id, Admit&& admit) {
     sqlite3_stmt* s = st.find;
     sqlite3_bind_text(s, 1, id.data(), static_cast<int>(id.size()), SQLITE_STATIC);
     const int rc = sqlite3_step(s);
-    std::optional<Record> out;
+    std::optional<Row> out;
     if (rc == SQLITE_ROW) {
       const std::string_view status(reinterpret_cast<const char*>(sqlite3_column_text(s, 3)),
                                     static_cast<std::size_t>(sqlite3_column_bytes(s, 3)));
@@ -413,16 +452,30 @@ struct SqliteStore::Impl {
           sqlite3_column_type(s, 4) == SQLITE_NULL ? -1 : sqlite3_column_int64(s, 4);
       if (admit(status, token)) {
         const auto* data = static_cast<const char*>(sqlite3_column_blob(s, 0));
-        const std::string_view bytes(data, static_cast<std::size_t>(sqlite3_column_bytes(s, 0)));
-        out = detail::decode_record(bytes, id, path.string(), format);
-        out->version = static_cast<std::uint64_t>(sqlite3_column_int64(s, 1));
-        out->created = from_unix_ms(sqlite3_column_int64(s, 2));
+        out =
+            Row{std::string(data, static_cast<std::size_t>(sqlite3_column_bytes(s, 0))),
+                static_cast<std::uint64_t>(sqlite3_column_int64(s, 1)), sqlite3_column_int64(s, 2)};
       }
     }
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
     check(rc, "cannot read a job");
     return out;
+  }
+
+  Record decode(const Row& row, std::string_view id, Format format) const {
+    Record r = detail::decode_record(row.bytes, id, path.string(), format);
+    r.version = row.version;
+    r.created = from_unix_ms(row.created_ms);
+    return r;
+  }
+
+  // The record of job `id`, decoded only if `admit` accepts its row (see load_row).
+  template <class Admit>
+  std::optional<Record> load_job(std::string_view id, Format format, Admit&& admit) {
+    const std::optional<Row> row = load_row(id, admit);
+    if (!row) return std::nullopt;
+    return decode(*row, id, format);
   }
 
   // Adds up to `max` claimable jobs of `queue` found by `s` (kClaimQueued or kClaimExpired).
@@ -457,20 +510,29 @@ struct SqliteStore::Impl {
   }
 
   // One compare-and-set on job `id`: if `admit(status, token)` accepts its row, `change(record,
-  // now)` may change the decoded record, which is then written. True if it was.
+  // now)` may change the decoded record, which is then written if the row is still the version
+  // read (else all again: another write came between). The decoding, the change and the encoding
+  // happen outside the lock, so threads sharing this store overlap them with each other's SQLite
+  // work; the write itself is one autocommitted UPDATE. True if the record was changed.
   template <class Admit, class Change>
   bool change_job(std::string_view id, Format format, Admit&& admit, Change&& change) {
     validate_key(id);
-    const bool changed = locked([&] {
-      return transaction([&] {
-        std::optional<Record> r = load_job(id, format, admit);
-        if (!r || !r->job || !change(*r, from_unix_ms(now_ms()))) return false;
-        write(*r, format);
-        return true;
+    for (;;) {
+      std::optional<Row> row;
+      std::int64_t now = 0;
+      locked([&] {
+        now = now_ms();
+        row = load_row(id, admit);
       });
-    });
-    if (changed) notifier->notify(id);
-    return changed;
+      if (!row) return false;
+      Record r = decode(*row, id, format);
+      if (!r.job || !change(r, from_unix_ms(now))) return false;
+      const std::string bytes = detail::encode_record(r, format);
+      if (locked([&] { return write_if_version(r, bytes, row->version); })) {
+        notifier->notify(id);
+        return true;
+      }
+    }
   }
 
   std::int64_t data_version() {
