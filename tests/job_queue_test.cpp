@@ -20,6 +20,7 @@
 #include "strand/computation.hpp"
 #include "strand/filesystem_store.hpp"
 #include "strand/memory_store.hpp"
+#include "strand/sqlite_store.hpp"
 
 namespace {
 
@@ -38,6 +39,8 @@ class JobQueueTest : public ::testing::TestWithParam<std::string> {
       store_ = strand::MemoryStore::open();
     } else if (kind == "filesystem") {
       store_ = strand::FileSystemStore::open(dir_.path() / "jobs");
+    } else if (kind == "sqlite") {
+      store_ = strand::SqliteStore::open(dir_.path() / "jobs.db");
     }
     ASSERT_TRUE(store_) << "no store of kind " << kind;
     queue_ = strand::job_queue(store_);
@@ -344,7 +347,7 @@ TEST_P(JobQueueTest, ManyThreadsClaimEveryJobExactlyOnce) {
   for (const auto& id : ids) EXPECT_EQ(store_->get(id).status, Status::completed);
 }
 
-INSTANTIATE_TEST_SUITE_P(Stores, JobQueueTest, ::testing::Values("memory", "filesystem"),
+INSTANTIATE_TEST_SUITE_P(Stores, JobQueueTest, ::testing::Values("memory", "filesystem", "sqlite"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace
