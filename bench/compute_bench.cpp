@@ -19,6 +19,7 @@
 
 #include "strand/async_compute.hpp"
 #include "strand/filesystem_store.hpp"
+#include "strand/memory_store.hpp"
 #include "strand/sqlite_store.hpp"
 #include "strand/store.hpp"
 

@@ -30,6 +30,7 @@
 
 #include "ratio_table.hpp"
 #include "strand/filesystem_store.hpp"
+#include "strand/memory_store.hpp"
 #include "strand/sqlite_store.hpp"
 #include "strand/store.hpp"
 

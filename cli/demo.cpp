@@ -99,6 +99,48 @@ static int run_compute_demo(const DemoOptions& options, std::ostream& out) {
   return waited != 0 ? waited : listed;
 }
 
+// Section 5: jobs by name, written into the store and run by two workers, with their progress.
+static int run_jobs_demo(const DemoOptions& options, std::ostream& out) {
+  JobsOptions jobs{.store = options.store.empty() ? default_store_url() : options.store,
+                   .keys = {},
+                   .timeout_seconds = 30};
+  out << "\n== 5. Jobs by name: a writer, two workers, one store ==\n";
+  auto store = open_store(jobs.store, {.ttl = std::chrono::hours(24)});
+  // What the workers may run: functions by name (a job never brings code with it).
+  Registry registry;
+  registry.add("sum_of_squares", [](std::stop_token stop, long n) {
+    long total = 0;
+    for (long i = 1; i <= n && !stop.stop_requested(); ++i) {
+      total += i * i;
+      if (i % (n / 5) == 0) {
+        report_progress(static_cast<double>(i) / static_cast<double>(n), "at " + std::to_string(i));
+        std::this_thread::sleep_for(std::chrono::milliseconds(40));  // slow enough to watch
+      }
+    }
+    return total;
+  });
+  StoreTaskWriter<long> sum_of_squares(store, "sum_of_squares", {.queue = "demo"});
+  std::vector<ComputationHandle<long>> handles;
+  for (long n : {100L, 200L, 300L, 400L}) {
+    handles.push_back(sum_of_squares(n));
+    jobs.keys.push_back(handles.back().key());
+  }
+  out << "  4 jobs written to " << jobs.store << " (queue \"demo\"); two workers take them:\n";
+  Worker first(store, registry, {.concurrency = 1, .queues = {"demo"}, .name = "demo-worker-1"});
+  Worker second(store, registry, {.concurrency = 1, .queues = {"demo"}, .name = "demo-worker-2"});
+  const int waited = jobs_wait(jobs, out, std::cerr);
+  for (auto& h : handles) {
+    const Record r = h.record();
+    out << "  " << h.key() << " -> " << h.get_result(std::chrono::seconds(30)) << " (ran on "
+        << (r.job ? r.job->worker : "?") << ")\n";
+  }
+  first.stop();
+  second.stop();
+  out << "  workers: " << first.stats().completed << " + " << second.stats().completed
+      << " jobs completed\n";
+  return waited;
+}
+
 int run_demo(const DemoOptions& options, std::ostream& out) {
   using namespace std::chrono;
   const bool live = &out == &std::cout && isatty(STDOUT_FILENO) == 1;
@@ -167,7 +209,9 @@ int run_demo(const DemoOptions& options, std::ostream& out) {
       << "\n\n";
   run_graph_demo(out);
   out << "\n";
-  return run_compute_demo(options, out);
+  const int computed = run_compute_demo(options, out);
+  const int jobs = run_jobs_demo(options, out);
+  return computed != 0 ? computed : jobs;
 }
 
 }  // namespace strand::cli

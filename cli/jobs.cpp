@@ -91,10 +91,13 @@ int jobs_ls(const JobsOptions& options, std::ostream& out, std::ostream& err) {
         << "FUNCTION" << std::setw(10) << "PROGRESS" << std::setw(21) << "CREATED"
         << "DURATION\n";
     for (const auto& r : records) {
-      const std::string function = r.metadata.is_object() && r.metadata.contains("function") &&
-                                           r.metadata["function"].is_string()
-                                       ? r.metadata["function"].get<std::string>()
-                                       : "-";
+      std::string function = "-";
+      if (r.job) {
+        function = r.job->function;
+      } else if (r.metadata.is_object() && r.metadata.contains("function") &&
+                 r.metadata["function"].is_string()) {
+        function = r.metadata["function"].get<std::string>();
+      }
       std::ostringstream progress;
       progress << static_cast<int>(r.progress * 100 + 0.5) << "%";
       out << std::setw(34) << r.key << std::setw(11) << to_string(r.status) << std::setw(16)

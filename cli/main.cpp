@@ -6,6 +6,7 @@
 
 #include "demo.hpp"
 #include "jobs.hpp"
+#include "worker.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{"strand: make any blocking function a non-blocking task"};
@@ -60,7 +61,27 @@ int main(int argc, char** argv) {
     commands.emplace_back(cmd, sub.run);
   }
 
+  strand::cli::WorkerCommand worker;
+  auto* worker_cmd =
+      app.add_subcommand("worker", "run the jobs of a store with the functions of plugins");
+  worker_cmd->add_option("--store", worker.store,
+                         "store URL (file:///dir, sqlite:///file.db, redis://host:port/db); "
+                         "default: $STRAND_STORE or the embedded SQLite store");
+  worker_cmd
+      ->add_option("--plugin", worker.plugins,
+                   "shared library exporting strand_register (STRAND_PLUGIN); repeatable")
+      ->required();
+  worker_cmd->add_option("--concurrency", worker.concurrency, "jobs at once")
+      ->check(CLI::PositiveNumber);
+  worker_cmd->add_option("--queue", worker.queues, "queues to take jobs from; repeatable");
+  worker_cmd->add_option("--isolation", worker.isolation,
+                         "thread, or process (a forked child per job)");
+  worker_cmd->add_option("--lease", worker.lease_seconds, "lease in seconds")
+      ->check(CLI::Range(0.03, 86400.0));
+  worker_cmd->add_option("--name", worker.name, "name in the jobs' history");
+
   CLI11_PARSE(app, argc, argv);
+  if (worker_cmd->parsed()) return strand::cli::run_worker(worker, std::cout, std::cerr);
   if (demo_cmd->parsed()) return strand::cli::run_demo(demo, std::cout);
   for (const auto& [cmd, run] : commands) {
     if (cmd->parsed()) return run(jobs, std::cout, std::cerr);

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "strand/memory_store.hpp"
 #include "strand/store.hpp"
 #include "support.hpp"
 

@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "channel_support.hpp"
 #include "strand/event_loop.hpp"
 #include "support.hpp"
 
@@ -17,19 +18,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// Returns once someone waits in `queue` of the channel `core` (a thread blocked in put or get is
-// surely blocked then). The lock is not held while yielding.
-template <class T>
-void wait_until_queued(detail::ChannelCore<T>* core,
-                       detail::WaitQueue detail::ChannelCore<T>::*queue) {
-  for (;;) {
-    {
-      std::lock_guard lock(core->lock);
-      if (!(core->*queue).empty()) return;
-    }
-    std::this_thread::yield();
-  }
-}
+using testing::wait_until_queued;
 
 TEST(Channel, BufferedKeepsOrderUpToCapacity) {
   Channel<int> ch(3);

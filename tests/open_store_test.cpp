@@ -7,6 +7,7 @@
 #include "redis_support.hpp"
 #include "store_support.hpp"
 #include "strand/filesystem_store.hpp"
+#include "strand/memory_store.hpp"
 #include "strand/redis_store.hpp"
 #include "strand/sqlite_store.hpp"
 #include "strand/store.hpp"

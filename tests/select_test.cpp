@@ -10,24 +10,14 @@
 #include <thread>
 #include <vector>
 
+#include "channel_support.hpp"
+
 namespace strand {
 namespace {
 
 using namespace std::chrono_literals;
 
-// Returns once someone waits in `queue` of the channel `core` (a thread blocked in put or get is
-// surely blocked then). The lock is not held while yielding.
-template <class T>
-void wait_until_queued(detail::ChannelCore<T>* core,
-                       detail::WaitQueue detail::ChannelCore<T>::*queue) {
-  for (;;) {
-    {
-      std::lock_guard lock(core->lock);
-      if (!(core->*queue).empty()) return;
-    }
-    std::this_thread::yield();
-  }
-}
+using testing::wait_until_queued;
 
 TEST(Select, ReturnsTheChannelThatHasAValueWithoutTakingIt) {
   Channel<int> numbers(1);

@@ -2,6 +2,7 @@
 // directory), SqliteStore (a fresh temporary file) and RedisStore (a fresh key prefix on a real
 // redis-server started for the test), in both formats where the store writes bytes.
 #include "strand/store.hpp"
+#include "strand/memory_store.hpp"
 
 #include <gtest/gtest.h>
 

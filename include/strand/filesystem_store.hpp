@@ -28,16 +28,20 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "strand/job_queue.hpp"
 #include "strand/store.hpp"
 
 namespace strand {
 
-class FileSystemStore final : public Store {
+class FileSystemStore final : public Store, public JobQueue {
  public:
+  using clock = Store::clock;  // the same steady clock as JobQueue::clock
+
   // Opens (creating it and its parents if needed) the directory `dir`. `suffix` defaults to
   // ".json" or ".msgpack" after `options.format`; it must start with '.', hold no '/' and be at
   // most 40 bytes. Throws StoreError naming the directory if it cannot be created or written.
@@ -66,6 +70,24 @@ class FileSystemStore final : public Store {
   [[nodiscard]] std::size_t size() override;
   std::size_t cleanup_expired() override;
   Record wait_terminal(std::string_view key, clock::time_point deadline) override;
+
+  // The job queue (see strand/job_queue.hpp). Its clock is this machine's system clock (a
+  // directory is shared by the processes of one machine). A claim reads every record to find the
+  // claimable ones: fine for thousands of jobs; use SQLite or Redis beyond.
+  [[nodiscard]] Record::time_point now() override;
+  std::vector<std::string> enqueue_many(std::span<const JobRequest> requests) override;
+  std::vector<Lease> claim(std::span<const std::string> queues, std::string_view worker,
+                           std::chrono::milliseconds lease, std::size_t max = 1) override;
+  LeaseState heartbeat(std::string_view id, std::uint64_t token,
+                       std::chrono::milliseconds lease) override;
+  bool complete(std::string_view id, std::uint64_t token, const nlohmann::json& value) override;
+  bool fail(std::string_view id, std::uint64_t token, const ErrorInfo& error,
+            bool retryable = true) override;
+  bool release(std::string_view id, std::uint64_t token) override;
+  bool cancel_job(std::string_view id) override;
+  // Wakes on inotify (any record written), on `stop`, or when the next delayed job comes due.
+  void wait_for_jobs(std::span<const std::string> queues, JobQueue::clock::time_point deadline,
+                     std::stop_token stop) override;
 
  private:
   struct Impl;

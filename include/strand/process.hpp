@@ -192,18 +192,18 @@ struct ChildCall {
   static void run(const void* context, const ResultPipe& pipe) {
     using call = process_call<Config, A...>;
     auto& self = *static_cast<const ChildCall*>(context);
-    const std::stop_source never_stopped;  // the child is stopped by SIGTERM, not by a token
+    const std::stop_token never_stopped;  // the child is stopped by SIGTERM, not by a token
     std::apply(
         [&](auto&... a) {
           if constexpr (call::iterating) {
-            auto&& range = self.config.call(never_stopped.get_token(), a...);
+            auto&& range = self.config.call(never_stopped, a...);
             for (auto&& element : range) pipe.send(FrameKind::item, encode(element));
             pipe.send(FrameKind::value, {});
           } else if constexpr (std::is_void_v<typename call::result>) {
-            self.config.call(never_stopped.get_token(), a...);
+            self.config.call(never_stopped, a...);
             pipe.send(FrameKind::value, {});
           } else {
-            pipe.send(FrameKind::value, encode(self.config.call(never_stopped.get_token(), a...)));
+            pipe.send(FrameKind::value, encode(self.config.call(never_stopped, a...)));
           }
         },
         self.args);

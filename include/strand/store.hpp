@@ -9,8 +9,8 @@
 //
 // Stores: MemoryStore (this process only), FileSystemStore (a directory, a file per key, written to
 // a temporary file then renamed into place), SqliteStore (WAL, busy timeout, schema version checked
-// at open; many processes at once), RedisStore (a Redis server, shared by every machine that reaches
-// it). `open_store(url)` takes "memory:", "file:///path", "sqlite:///path.db" and
+// at open; many processes at once), RedisStore (a Redis server, shared by every machine that
+// reaches it). `open_store(url)` takes "memory:", "file:///path", "sqlite:///path.db" and
 // "redis://host:port/db". Each store writes its records in one Format (JSON or MessagePack).
 //
 // Every write goes through `set` or `update`; `update` is an atomic read-modify-write (a
@@ -30,12 +30,13 @@
 #include <vector>
 
 #include "strand/errors.hpp"
+#include "strand/job.hpp"
 #include "strand/serialize.hpp"
 #include "strand/status.hpp"
 
 namespace strand {
 
-// What a store keeps about one computation (or, later, one job).
+// What a store keeps about one computation or one job.
 struct Record {
   using time_point = std::chrono::system_clock::time_point;
 
@@ -52,6 +53,7 @@ struct Record {
   double progress = 0;  // 0..1, from report_progress
   std::string progress_message{};
   std::uint64_t version = 0;  // set by the store: 1 on first write, +1 on each write
+  std::optional<Job> job{};   // set on a job (strand/job_queue.hpp): what to call, its attempts
 
   friend bool operator==(const Record&, const Record&) = default;
 };
@@ -136,30 +138,6 @@ class Store {
 
  private:
   StoreOptions options_;
-};
-
-// Records in this process's memory: fast, shared by every Store handle to it, gone at exit.
-class MemoryStore final : public Store {
- public:
-  static std::shared_ptr<MemoryStore> open(StoreOptions options = {});
-  explicit MemoryStore(StoreOptions options);
-  ~MemoryStore() override;
-
-  [[nodiscard]] Format format() const noexcept override { return options().format; }
-  [[nodiscard]] std::string url() const override { return "memory:"; }
-  [[nodiscard]] bool shared_across_processes() const noexcept override { return false; }
-  [[nodiscard]] std::optional<Record> find(std::string_view key) override;
-  Record set(Record record) override;
-  std::optional<Record> update(std::string_view key, const UpdateFn& f) override;
-  bool erase(std::string_view key) override;
-  [[nodiscard]] std::vector<std::string> keys() override;
-  [[nodiscard]] std::size_t size() override;
-  std::size_t cleanup_expired() override;
-  Record wait_terminal(std::string_view key, clock::time_point deadline) override;
-
- private:
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
 };
 
 // open_store("memory:"), ("file:///path/to/dir"), ("sqlite:///path/to.db"),

@@ -1,5 +1,7 @@
 #include "strand/computation.hpp"
 
+#include "strand/job_queue.hpp"
+
 #include <algorithm>
 
 namespace strand {
@@ -72,6 +74,10 @@ Record finished_record(Store& store, const std::string& key, const Handle<void>*
 }
 
 bool cancel_computation(Store& store, const std::string& key, const std::function<bool()>& stop) {
+  // A job goes through its queue, which keeps its indexes and history right (and tells its worker).
+  if (auto* queue = dynamic_cast<JobQueue*>(&store)) {
+    if (const auto r = store.find(key); r && r->job) return queue->cancel_job(key);
+  }
   const auto now = std::chrono::system_clock::now();
   const auto r = store.update(key, [&](std::optional<Record> r) -> std::optional<Record> {
     if (r && is_terminal(r->status)) return std::nullopt;  // too late

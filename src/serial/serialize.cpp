@@ -1,5 +1,7 @@
 #include "strand/serialize.hpp"
 
+#include "strand/registry.hpp"
+
 #include <cxxabi.h>
 
 #include <cstdlib>
@@ -110,6 +112,8 @@ std::exception_ptr to_exception(const ErrorInfo& info) {
       {"strand::Timeout", &make<Timeout>},
       {"strand::Cancelled", &make<Cancelled>},
       {"strand::NotReady", &make<NotReady>},
+      {"strand::UnknownFunction", &make<UnknownFunction>},
+      {"strand::BadArguments", &make<BadArguments>},
   };
   for (const auto& k : known) {
     if (k.name == info.type) return k.make(info.message);

@@ -17,6 +17,7 @@
 #include <utility>
 
 #include "../core/fork_hooks.hpp"
+#include "job_logic.hpp"
 #include "store_detail.hpp"
 
 namespace strand {
@@ -377,6 +378,74 @@ Record FileSystemStore::wait_terminal(std::string_view key, clock::time_point de
       }
     }
   }
+}
+
+Record::time_point FileSystemStore::now() {
+  return std::chrono::system_clock::now();
+}
+
+std::vector<std::string> FileSystemStore::enqueue_many(std::span<const JobRequest> requests) {
+  return detail::UpdateJobQueue(*this).enqueue_many(requests, now());
+}
+
+std::vector<Lease> FileSystemStore::claim(std::span<const std::string> queues,
+                                          std::string_view worker, std::chrono::milliseconds lease,
+                                          std::size_t max) {
+  detail::UpdateJobQueue queue(*this);
+  return queue.claim(queue.all_records(), queues, worker, lease, max, now());
+}
+
+LeaseState FileSystemStore::heartbeat(std::string_view id, std::uint64_t token,
+                                      std::chrono::milliseconds lease) {
+  return detail::UpdateJobQueue(*this).heartbeat(id, token, lease, now());
+}
+
+bool FileSystemStore::complete(std::string_view id, std::uint64_t token,
+                               const nlohmann::json& value) {
+  return detail::UpdateJobQueue(*this).complete(id, token, value, now());
+}
+
+bool FileSystemStore::fail(std::string_view id, std::uint64_t token, const ErrorInfo& error,
+                           bool retryable) {
+  return detail::UpdateJobQueue(*this).fail(id, token, error, retryable, now());
+}
+
+bool FileSystemStore::release(std::string_view id, std::uint64_t token) {
+  return detail::UpdateJobQueue(*this).release(id, token, now());
+}
+
+bool FileSystemStore::cancel_job(std::string_view id) {
+  return detail::UpdateJobQueue(*this).cancel(id, now());
+}
+
+void FileSystemStore::wait_for_jobs(std::span<const std::string> queues,
+                                    JobQueue::clock::time_point deadline, std::stop_token stop) {
+  const Fd wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!wake) impl_->fail("create an eventfd for", "the job queue", errno);
+  const std::stop_callback on_stop(stop, [fd = wake.get()] {
+    const std::uint64_t one = 1;
+    (void)!::write(fd, &one, sizeof one);
+  });
+  // Watch before looking, so a job written after the look still wakes us.
+  Fd watch(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+  if (watch && ::inotify_add_watch(watch.get(), impl_->dir.c_str(), IN_MOVED_TO | IN_DELETE) < 0) {
+    watch.reset();
+  }
+  const auto wall = now();
+  const auto steady = JobQueue::clock::now();
+  auto until = deadline;
+  if (const auto due =
+          detail::next_due(detail::UpdateJobQueue(*this).all_records(), queues, wall)) {
+    if (*due <= wall) return;
+    until = std::min(until, steady + std::chrono::ceil<JobQueue::clock::duration>(*due - wall));
+  }
+  if (!watch) until = std::min(until, steady + std::chrono::milliseconds(50));
+  const auto left = std::chrono::ceil<std::chrono::milliseconds>(until - JobQueue::clock::now());
+  if (left.count() <= 0 || stop.stop_requested()) return;
+  std::array<pollfd, 2> fds{{{wake.get(), POLLIN, 0}, {watch.get(), POLLIN, 0}}};
+  const int n = ::poll(fds.data(), watch ? 2 : 1,
+                       static_cast<int>(std::min<long long>(left.count(), 1'000'000'000)));
+  if (n < 0 && errno != EINTR) impl_->fail("wait on", "the job queue", errno);
 }
 
 }  // namespace strand

@@ -1,8 +1,11 @@
+#include "strand/memory_store.hpp"
+
+#include <algorithm>
 #include <condition_variable>
 #include <map>
 #include <mutex>
 
-#include "strand/store.hpp"
+#include "job_logic.hpp"
 
 namespace strand {
 
@@ -10,6 +13,7 @@ struct MemoryStore::Impl {
   std::mutex mutex;
   std::condition_variable changed;  // any write: waiters re-check their key
   std::map<std::string, Record, std::less<>> records;
+  std::uint64_t writes = 0;  // grows with every write: what wait_for_jobs watches
 };
 
 std::shared_ptr<MemoryStore> MemoryStore::open(StoreOptions options) {
@@ -49,6 +53,7 @@ Record MemoryStore::set(Record record) {
     auto& slot = impl_->records[record.key];
     stamp(record, slot.version != 0 ? &slot : nullptr);
     slot = record;
+    ++impl_->writes;
   }
   impl_->changed.notify_all();
   return record;
@@ -67,6 +72,7 @@ std::optional<Record> MemoryStore::update(std::string_view key, const UpdateFn& 
     next->key = std::string(key);
     stamp(*next, current ? &*current : nullptr);
     impl_->records.insert_or_assign(std::string(key), *next);
+    ++impl_->writes;
     result = std::move(next);
   }
   impl_->changed.notify_all();
@@ -117,6 +123,79 @@ Record MemoryStore::wait_terminal(std::string_view key, clock::time_point deadli
     r = current();
   }
   return r;
+}
+
+Record::time_point MemoryStore::now() {
+  return std::chrono::system_clock::now();
+}
+
+std::vector<std::string> MemoryStore::enqueue_many(std::span<const JobRequest> requests) {
+  return detail::UpdateJobQueue(*this).enqueue_many(requests, now());
+}
+
+std::vector<Lease> MemoryStore::claim(std::span<const std::string> queues, std::string_view worker,
+                                      std::chrono::milliseconds lease, std::size_t max) {
+  const auto at = now();
+  std::vector<Record> candidates;  // only the claimable ones are copied
+  {
+    std::lock_guard lock(impl_->mutex);
+    for (const auto& [key, record] : impl_->records) {
+      if (detail::is_claimable(record, at) &&
+          std::find(queues.begin(), queues.end(), record.job->queue) != queues.end()) {
+        candidates.push_back(record);
+      }
+    }
+  }
+  return detail::UpdateJobQueue(*this).claim(std::move(candidates), queues, worker, lease, max, at);
+}
+
+LeaseState MemoryStore::heartbeat(std::string_view id, std::uint64_t token,
+                                  std::chrono::milliseconds lease) {
+  return detail::UpdateJobQueue(*this).heartbeat(id, token, lease, now());
+}
+
+bool MemoryStore::complete(std::string_view id, std::uint64_t token, const nlohmann::json& value) {
+  return detail::UpdateJobQueue(*this).complete(id, token, value, now());
+}
+
+bool MemoryStore::fail(std::string_view id, std::uint64_t token, const ErrorInfo& error,
+                       bool retryable) {
+  return detail::UpdateJobQueue(*this).fail(id, token, error, retryable, now());
+}
+
+bool MemoryStore::release(std::string_view id, std::uint64_t token) {
+  return detail::UpdateJobQueue(*this).release(id, token, now());
+}
+
+bool MemoryStore::cancel_job(std::string_view id) {
+  return detail::UpdateJobQueue(*this).cancel(id, now());
+}
+
+void MemoryStore::wait_for_jobs(std::span<const std::string> queues,
+                                JobQueue::clock::time_point deadline, std::stop_token stop) {
+  // Made before the lock is taken: it runs at once, taking the lock, if stop is already requested.
+  std::stop_callback wake(stop, [this] {
+    std::lock_guard relock(impl_->mutex);
+    impl_->changed.notify_all();
+  });
+  std::unique_lock lock(impl_->mutex);
+  // Wake on a write, on `stop`, or when the earliest delayed job or lease in `queues` comes due.
+  const auto wall = std::chrono::system_clock::now();
+  const auto steady = JobQueue::clock::now();
+  auto until = deadline;
+  for (const auto& [key, r] : impl_->records) {
+    if (!r.job || std::find(queues.begin(), queues.end(), r.job->queue) == queues.end()) continue;
+    std::optional<Record::time_point> due;
+    if (r.status == Status::queued) due = r.job->run_at;
+    if (r.status == Status::running) due = r.job->lease_expires;
+    if (!due) continue;
+    if (*due <= wall) return;  // claimable now
+    until = std::min(until, steady + std::chrono::duration_cast<JobQueue::clock::duration>(
+                                         *due - wall + std::chrono::milliseconds(1)));
+  }
+  const std::uint64_t seen = impl_->writes;
+  impl_->changed.wait_until(lock, until,
+                            [&] { return impl_->writes != seen || stop.stop_requested(); });
 }
 
 }  // namespace strand

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "strand/filesystem_store.hpp"
+#include "strand/memory_store.hpp"
 #include "strand/redis_store.hpp"
 #include "strand/sqlite_store.hpp"
 #include "strand/store.hpp"

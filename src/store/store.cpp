@@ -38,6 +38,7 @@ void to_json(nlohmann::json& out, const Record& r) {
   if (r.error) out["error"] = *r.error;
   put_optional_time(out, "started", r.started);
   put_optional_time(out, "completed", r.completed);
+  if (r.job) out["job"] = *r.job;
 }
 
 void from_json(const nlohmann::json& in, Record& r) {
@@ -58,6 +59,67 @@ void from_json(const nlohmann::json& in, Record& r) {
   r.progress = in.value("progress", 0.0);
   r.progress_message = in.value("progress_message", std::string());
   r.version = in.value("version", std::uint64_t{0});
+  r.job.reset();
+  if (const auto it = in.find("job"); it != in.end() && !it->is_null()) r.job = it->get<Job>();
+}
+
+void to_json(nlohmann::json& out, const JobAttempt& a) {
+  out = nlohmann::json{{"token", a.token},
+                       {"worker", a.worker},
+                       {"started", to_ms(a.started)},
+                       {"outcome", a.outcome}};
+  put_optional_time(out, "ended", a.ended);
+  if (a.error) out["error"] = *a.error;
+}
+
+void from_json(const nlohmann::json& in, JobAttempt& a) {
+  in.at("token").get_to(a.token);
+  in.at("worker").get_to(a.worker);
+  a.started = from_ms(in.at("started").get<std::int64_t>());
+  a.ended = get_optional_time(in, "ended");
+  in.at("outcome").get_to(a.outcome);
+  a.error.reset();
+  if (const auto it = in.find("error"); it != in.end() && !it->is_null()) {
+    a.error = it->get<ErrorInfo>();
+  }
+}
+
+void to_json(nlohmann::json& out, const Job& j) {
+  out = nlohmann::json{{"function", j.function},
+                       {"args", j.args},
+                       {"queue", j.queue},
+                       {"priority", j.priority},
+                       {"max_retries", j.max_retries},
+                       {"retry_backoff_ms", j.retry_backoff.count()},
+                       {"failures", j.failures},
+                       {"run_at", to_ms(j.run_at)},
+                       {"token", j.token},
+                       {"worker", j.worker},
+                       {"history", j.history}};
+  if (j.timeout) out["timeout_ms"] = j.timeout->count();
+  if (!j.idempotency_key.empty()) out["idempotency_key"] = j.idempotency_key;
+  put_optional_time(out, "lease_expires", j.lease_expires);
+}
+
+void from_json(const nlohmann::json& in, Job& j) {
+  in.at("function").get_to(j.function);
+  j.args = in.value("args", nlohmann::json::array());
+  if (!j.args.is_array()) throw std::invalid_argument("a job's args must be an array");
+  j.queue = in.value("queue", std::string("default"));
+  j.priority = in.value("priority", 0);
+  j.max_retries = in.value("max_retries", 0);
+  j.retry_backoff = std::chrono::milliseconds(in.value("retry_backoff_ms", std::int64_t{500}));
+  j.failures = in.value("failures", 0);
+  j.run_at = from_ms(in.value("run_at", std::int64_t{0}));
+  j.token = in.value("token", std::uint64_t{0});
+  j.worker = in.value("worker", std::string());
+  j.history = in.value("history", std::vector<JobAttempt>{});
+  j.timeout.reset();
+  if (const auto it = in.find("timeout_ms"); it != in.end() && !it->is_null()) {
+    j.timeout = std::chrono::milliseconds(it->get<std::int64_t>());
+  }
+  j.idempotency_key = in.value("idempotency_key", std::string());
+  j.lease_expires = get_optional_time(in, "lease_expires");
 }
 
 InvalidKey::InvalidKey(std::string_view key, std::string_view why)
