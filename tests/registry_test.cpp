@@ -83,8 +83,7 @@ TEST(Registry, WrongArgumentCountNamesTheFunctionAndItsParameters) {
             "strand: function \"add\" takes 2 arguments (int, int); the job gives 3");
   EXPECT_EQ(
       message_of<strand::BadArguments>([&] { registry.check("greet", nlohmann::json::array()); }),
-      "strand: function \"greet\" takes 1 argument (std::__cxx11::basic_string<char, "
-      "std::char_traits<char>, std::allocator<char> >); the job gives 0");
+      "strand: function \"greet\" takes 1 argument (std::string); the job gives 0");
 }
 
 TEST(Registry, ArgumentOfTheWrongTypeNamesTheArgument) {

@@ -58,7 +58,7 @@ class StoreTaskWriter {
   // Writes the call function(args...) as a job and returns its handle.
   template <class... Args>
   ComputationHandle<R> operator()(const Args&... args) const {
-    static_assert((Serializable<Args> && ...),
+    static_assert((writable<Args> && ...),
                   "strand: a store task's arguments are written into the store, so each must be "
                   "serializable (nlohmann to_json/from_json; see strand/serialize.hpp)");
     return ComputationHandle<R>(queue_->enqueue(request(arguments(args...))), store_);
@@ -99,10 +99,25 @@ class StoreTaskWriter {
   template <class... T>
   struct is_tuple<std::tuple<T...>> : std::true_type {};
 
+  // An argument the job can carry: a serializable value, or text (a string literal goes as a
+  // std::string).
+  template <class A>
+  static constexpr bool writable =
+      Serializable<A> || std::is_convertible_v<const A&, std::string_view>;
+
+  template <class A>
+  static nlohmann::json document(const A& arg) {
+    if constexpr (Serializable<A>) {
+      return to_document(arg);
+    } else {
+      return std::string(std::string_view(arg));
+    }
+  }
+
   template <class... Args>
   static nlohmann::json arguments(const Args&... args) {
     nlohmann::json out = nlohmann::json::array();
-    (out.push_back(to_document(args)), ...);
+    (out.push_back(document(args)), ...);
     return out;
   }
 

@@ -33,7 +33,18 @@ std::string type_name(const std::type_info& type) {
   int status = 0;
   std::unique_ptr<char, void (*)(void*)> out(
       abi::__cxa_demangle(type.name(), nullptr, nullptr, &status), std::free);
-  return status == 0 && out ? std::string(out.get()) : std::string(type.name());
+  if (status != 0 || !out) return type.name();
+  // As people write them: std::string, not its full template; no inline-namespace tags.
+  std::string name = out.get();
+  const auto replace_all = [&name](std::string_view from, std::string_view to) {
+    for (auto at = name.find(from); at != std::string::npos; at = name.find(from, at + to.size())) {
+      name.replace(at, from.size(), to);
+    }
+  };
+  replace_all("std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> >",
+              "std::string");
+  replace_all("std::__cxx11::", "std::");
+  return name;
 }
 
 DecodeError::DecodeError(std::string_view type, Format format, std::string_view reason)

@@ -2,7 +2,7 @@
 // restarted, stopped with SIGSTOP past their lease, shut down with SIGTERM; and the plugin and
 // store errors of the command line.
 //
-// STRAND_CLI, STRAND_PLUGIN and STRAND_EMPTY_PLUGIN are the paths of the built program and
+// TEST_CLI, TEST_PLUGIN and TEST_EMPTY_PLUGIN are the paths of the built program and
 // plugins (compile definitions).
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -58,8 +58,8 @@ class WorkerProcesses : public ::testing::Test {
   // `strand worker` on the store, its output in <dir>/<name>.log. SIGTERM stops it gracefully.
   strand::RunningProcess start_worker(const std::string& name, const std::string& flags = "") {
     const std::string log = (dir_.path() / (name + ".log")).string();
-    const std::string command = std::string("exec ") + STRAND_CLI + " worker --store " + url() +
-                                " --plugin " + STRAND_PLUGIN + " --name " + name + " " + flags +
+    const std::string command = std::string("exec ") + TEST_CLI + " worker --store " + url() +
+                                " --plugin " + TEST_PLUGIN + " --name " + name + " " + flags +
                                 " > " + log + " 2>&1";
     return strand::run_process({"sh", "-c", command},
                                {.name = name, .grace = std::chrono::milliseconds(8000)});
@@ -84,23 +84,22 @@ class WorkerProcesses : public ::testing::Test {
 
 TEST_F(WorkerProcesses, AMissingPluginIsAnError) {
   const auto out =
-      run(std::string(STRAND_CLI) + " worker --store " + url() + " --plugin /no/such/libtasks.so");
+      run(std::string(TEST_CLI) + " worker --store " + url() + " --plugin /no/such/libtasks.so");
   EXPECT_EQ(out.exit_code, 2);
   EXPECT_EQ(out.output, "strand: cannot load plugin \"/no/such/libtasks.so\": no such file\n");
 }
 
 TEST_F(WorkerProcesses, APluginThatExportsNothingIsAnError) {
-  const auto out = run(std::string(STRAND_CLI) + " worker --store " + url() + " --plugin " +
-                       STRAND_EMPTY_PLUGIN);
+  const auto out =
+      run(std::string(TEST_CLI) + " worker --store " + url() + " --plugin " + TEST_EMPTY_PLUGIN);
   EXPECT_EQ(out.exit_code, 2);
-  EXPECT_EQ(out.output, std::string("strand: plugin \"") + STRAND_EMPTY_PLUGIN +
+  EXPECT_EQ(out.output, std::string("strand: plugin \"") + TEST_EMPTY_PLUGIN +
                             "\" exports no strand_register function (define it with "
                             "STRAND_PLUGIN)\n");
 }
 
 TEST_F(WorkerProcesses, AStoreURLWithAnUnknownSchemeIsAnError) {
-  const auto out =
-      run(std::string(STRAND_CLI) + " worker --store nope://x --plugin " + STRAND_PLUGIN);
+  const auto out = run(std::string(TEST_CLI) + " worker --store nope://x --plugin " + TEST_PLUGIN);
   EXPECT_EQ(out.exit_code, 3);
   EXPECT_NE(out.output.find("strand: cannot open store \"nope://x\": unknown scheme \"nope\""),
             std::string::npos)
