@@ -49,7 +49,7 @@ int main() {
     std::cout << e.what() << "\n";
   }
   try {
-    (void)strand::open_store("redis://localhost");
+    (void)strand::open_store("postgres://localhost/jobs");
   } catch (const strand::StoreError& e) {
     std::cout << e.what() << "\n";
   }

@@ -9,8 +9,9 @@
 //
 // Stores: MemoryStore (this process only), FileSystemStore (a directory, a file per key, written to
 // a temporary file then renamed into place), SqliteStore (WAL, busy timeout, schema version checked
-// at open; many processes at once). `open_store(url)` takes "memory:", "file:///path" and
-// "sqlite:///path.db". Each store writes its records in one Format (JSON or MessagePack).
+// at open; many processes at once), RedisStore (a Redis server, shared by every machine that
+// reaches it). `open_store(url)` takes "memory:", "file:///path", "sqlite:///path.db" and
+// "redis://host:port/db". Each store writes its records in one Format (JSON or MessagePack).
 //
 // Every write goes through `set` or `update`; `update` is an atomic read-modify-write (a
 // transaction in SQLite, a lock file in the filesystem store), which is what status changes,
@@ -139,8 +140,11 @@ class Store {
   StoreOptions options_;
 };
 
-// open_store("memory:"), ("file:///path/to/dir"), ("sqlite:///path/to.db"). A URL with another
-// scheme, or without a path, is a StoreError naming the URL and the schemes it knows.
+// open_store("memory:"), ("file:///path/to/dir"), ("sqlite:///path/to.db"),
+// ("redis://host:port/db") (port 6379 and db 0 when left out; "?prefix=p" sets the key prefix).
+// A URL with another scheme, without a path, or with a bad port or database number is a StoreError
+// naming the URL and the schemes it knows; a Redis server that cannot be reached is a StoreError
+// saying so.
 [[nodiscard]] std::shared_ptr<Store> open_store(std::string_view url, StoreOptions options = {});
 
 }  // namespace strand

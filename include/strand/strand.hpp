@@ -22,6 +22,7 @@
 #include "strand/plugin.hpp"
 #include "strand/process.hpp"
 #include "strand/promise.hpp"
+#include "strand/redis_store.hpp"
 #include "strand/registry.hpp"
 #include "strand/run_process.hpp"
 #include "strand/runner.hpp"

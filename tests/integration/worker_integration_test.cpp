@@ -172,9 +172,10 @@ TEST_F(WorkerProcesses, AWorkerResumedAfterItsLeaseCannotRecordItsResult) {
   ASSERT_EQ(::kill(frozen.pid(), SIGSTOP), 0);
 
   auto second = start_worker("second", "--lease 0.3");
+  const int second_pid = second.pid();  // stop() forgets it
   const Record done = wait_for(id, [](const Record& r) { return r.status == Status::completed; });
   ASSERT_EQ(done.status, Status::completed);
-  EXPECT_EQ(done.value, second.pid());
+  EXPECT_EQ(done.value, second_pid);
   ASSERT_EQ(done.job->history.size(), 2u);
   EXPECT_EQ(done.job->history[0].worker, "frozen");
   EXPECT_EQ(done.job->history[0].outcome, "lease expired");
@@ -188,7 +189,7 @@ TEST_F(WorkerProcesses, AWorkerResumedAfterItsLeaseCannotRecordItsResult) {
       std::string::npos)
       << read_file(dir_.path() / "frozen.log");
   const Record after = store_->get(id);
-  EXPECT_EQ(after.value, second.pid());
+  EXPECT_EQ(after.value, second_pid);
   EXPECT_EQ(after.version, done.version);  // nothing written since
 }
 
