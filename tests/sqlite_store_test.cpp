@@ -289,8 +289,7 @@ TEST(SqliteStore, TheJobColumnsFollowTheRecordAndClaimWalksTheIndex) {
       "WHERE queue = ?1 AND status = 'queued' AND run_at_ms <= ?2 "
       "ORDER BY priority DESC, run_at_ms, key LIMIT ?3",
       3);
-  EXPECT_NE(plan.find("INDEX strand_jobs_claim (queue=? AND status=?)"), std::string::npos)
-      << plan;
+  EXPECT_NE(plan.find("INDEX strand_jobs_claim (queue=? AND status=?)"), std::string::npos) << plan;
   EXPECT_EQ(plan.find("TEMP B-TREE"), std::string::npos) << plan;
 }
 
