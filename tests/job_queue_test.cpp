@@ -16,10 +16,12 @@
 #include <thread>
 #include <vector>
 
+#include "redis_support.hpp"
 #include "store_support.hpp"
 #include "strand/computation.hpp"
 #include "strand/filesystem_store.hpp"
 #include "strand/memory_store.hpp"
+#include "strand/redis_store.hpp"
 #include "strand/sqlite_store.hpp"
 
 namespace {
@@ -41,6 +43,12 @@ class JobQueueTest : public ::testing::TestWithParam<std::string> {
       store_ = strand::FileSystemStore::open(dir_.path() / "jobs");
     } else if (kind == "sqlite") {
       store_ = strand::SqliteStore::open(dir_.path() / "jobs.db");
+    } else if (kind == "redis") {
+      // A prefix of its own: tests that share the server in one process see nothing of each other.
+      static int opened = 0;
+      store_ = strand::RedisStore::open(
+          "127.0.0.1", strand::testing::shared_redis().port(), 0, {},
+          {.prefix = "jq" + std::to_string(::getpid()) + "-" + std::to_string(++opened) + ":"});
     }
     ASSERT_TRUE(store_) << "no store of kind " << kind;
     queue_ = strand::job_queue(store_);
@@ -347,7 +355,8 @@ TEST_P(JobQueueTest, ManyThreadsClaimEveryJobExactlyOnce) {
   for (const auto& id : ids) EXPECT_EQ(store_->get(id).status, Status::completed);
 }
 
-INSTANTIATE_TEST_SUITE_P(Stores, JobQueueTest, ::testing::Values("memory", "filesystem", "sqlite"),
+INSTANTIATE_TEST_SUITE_P(Stores, JobQueueTest,
+                         ::testing::Values("memory", "filesystem", "sqlite", "redis"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace

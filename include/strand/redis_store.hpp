@@ -42,10 +42,13 @@
 #include <chrono>
 #include <memory>
 #include <optional>
+#include <span>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "strand/job_queue.hpp"
 #include "strand/store.hpp"
 
 namespace strand {
@@ -61,8 +64,10 @@ struct RedisOptions {
   std::string prefix = "strand:";
 };
 
-class RedisStore final : public Store {
+class RedisStore final : public Store, public JobQueue {
  public:
+  using clock = Store::clock;  // the same steady clock as JobQueue::clock
+
   // Connects to the Redis server at host:port and selects database `db`. Throws StoreError if the
   // server cannot be reached ("strand: cannot reach Redis at host:port: <why>"), refuses the
   // database number, or `redis` is invalid (an empty prefix, a port out of range).
@@ -91,6 +96,27 @@ class RedisStore final : public Store {
   // Redis expires records by itself: always 0.
   std::size_t cleanup_expired() override;
   Record wait_terminal(std::string_view key, clock::time_point deadline) override;
+
+  // The job queue (see strand/job_queue.hpp) on Redis's clock (TIME). Each queue has two sorted
+  // sets beside the records: `<prefix>q:<queue>:ready` (queued jobs by run_at) and
+  // `<prefix>q:<queue>:lease` (running jobs by lease expiry), kept in the same MULTI/EXEC as every
+  // write of a job's record. A claim reads the due members of both (at most 4 x max per queue),
+  // then claims each by a compare-and-set update: among the due jobs it reads, the highest
+  // priority goes first. Enqueues and retries PUBLISH on `<prefix>jobs:<queue>`, which
+  // wait_for_jobs subscribes to.
+  [[nodiscard]] Record::time_point now() override;
+  std::vector<std::string> enqueue_many(std::span<const JobRequest> requests) override;
+  std::vector<Lease> claim(std::span<const std::string> queues, std::string_view worker,
+                           std::chrono::milliseconds lease, std::size_t max = 1) override;
+  LeaseState heartbeat(std::string_view id, std::uint64_t token,
+                       std::chrono::milliseconds lease) override;
+  bool complete(std::string_view id, std::uint64_t token, const nlohmann::json& value) override;
+  bool fail(std::string_view id, std::uint64_t token, const ErrorInfo& error,
+            bool retryable = true) override;
+  bool release(std::string_view id, std::uint64_t token) override;
+  bool cancel_job(std::string_view id) override;
+  void wait_for_jobs(std::span<const std::string> queues, JobQueue::clock::time_point deadline,
+                     std::stop_token stop) override;
 
  private:
   struct Impl;

@@ -4,16 +4,20 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/time.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <mutex>
 #include <thread>
 #include <utility>
 
 #include "../core/fork_hooks.hpp"
+#include "../proc/fd.hpp"
+#include "job_logic.hpp"
 #include "store_detail.hpp"
 
 namespace strand {
@@ -322,6 +326,38 @@ struct RedisStore::Impl {
             "created", std::to_string(detail::to_unix_ms(record.created))};
   }
 
+  [[nodiscard]] std::string ready_set(std::string_view queue) const {
+    return redis.prefix + "q:" + std::string(queue) + ":ready";
+  }
+  [[nodiscard]] std::string lease_set(std::string_view queue) const {
+    return redis.prefix + "q:" + std::string(queue) + ":lease";
+  }
+  [[nodiscard]] std::string jobs_channel(std::string_view queue) const {
+    return redis.prefix + "jobs:" + std::string(queue);
+  }
+
+  // The commands that keep a job's queue indexes in step with `record` (none for a record that is
+  // not a job): queued -> the ready set by run_at, running -> the lease set by lease expiry,
+  // anything else -> neither. A job that becomes queued wakes wait_for_jobs.
+  void index(const Record& record, std::vector<Args>& commands) const {
+    if (!record.job) return;
+    const Job& job = *record.job;
+    const std::string member = record.key;
+    if (record.status == Status::queued) {
+      commands.push_back(
+          {"ZADD", ready_set(job.queue), std::to_string(detail::to_unix_ms(job.run_at)), member});
+      commands.push_back({"ZREM", lease_set(job.queue), member});
+      commands.push_back({"PUBLISH", jobs_channel(job.queue), "1"});
+    } else if (record.status == Status::running && job.lease_expires) {
+      commands.push_back({"ZADD", lease_set(job.queue),
+                          std::to_string(detail::to_unix_ms(*job.lease_expires)), member});
+      commands.push_back({"ZREM", ready_set(job.queue), member});
+    } else {
+      commands.push_back({"ZREM", ready_set(job.queue), member});
+      commands.push_back({"ZREM", lease_set(job.queue), member});
+    }
+  }
+
   // PEXPIREAT at (completed, else created) + ttl, or PERSIST without a TTL.
   Args expiry(const Record& record, const StoreOptions& options) const {
     if (!options.ttl) return {"PERSIST", record_key(record.key)};
@@ -438,6 +474,13 @@ Record RedisStore::set(Record record) {
   }
   record.version = static_cast<std::uint64_t>(r->element[0]->integer);
   record.created = Record::time_point(std::chrono::milliseconds(std::stoll(text(r->element[1]))));
+  std::vector<Args> index;
+  impl_->index(record, index);
+  if (!index.empty()) {
+    for (const Reply& reply : impl_->run(index, "cannot index a job")) {
+      impl_->check(reply, "cannot index a job");
+    }
+  }
   return record;
 }
 
@@ -475,6 +518,7 @@ std::optional<Record> RedisStore::update(std::string_view key, const UpdateFn& f
     if (not_a_hash) commands.push_back({"DEL", rkey});
     commands.push_back(impl_->hset(*next, format()));
     commands.push_back(impl_->expiry(*next, options()));
+    impl_->index(*next, commands);
     if (is_terminal(next->status)) {
       commands.push_back({"PUBLISH", impl_->channel(key), std::to_string(next->version)});
     }
@@ -576,6 +620,130 @@ Record RedisStore::wait_terminal(std::string_view key, clock::time_point deadlin
       message = nullptr;
     }
   }
+}
+
+Record::time_point RedisStore::now() {
+  const Locked locked(impl_->mutex);
+  const Reply r = impl_->run_one({"TIME"}, "cannot read the server's clock");
+  impl_->check(r, "cannot read the server's clock");
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+    impl_->fail("cannot read the server's clock", "unexpected reply to TIME");
+  }
+  const auto seconds = std::stoll(text(r->element[0]));
+  const auto micros = std::stoll(text(r->element[1]));
+  return Record::time_point(std::chrono::duration_cast<Record::time_point::duration>(
+      std::chrono::seconds(seconds) + std::chrono::microseconds(micros)));
+}
+
+std::vector<std::string> RedisStore::enqueue_many(std::span<const JobRequest> requests) {
+  return detail::UpdateJobQueue(*this).enqueue_many(requests, now());
+}
+
+std::vector<Lease> RedisStore::claim(std::span<const std::string> queues, std::string_view worker,
+                                     std::chrono::milliseconds lease, std::size_t max) {
+  const auto at = now();
+  const std::string due = std::to_string(detail::to_unix_ms(at));
+  const std::string limit = std::to_string(std::max<std::size_t>(max, 1) * 4);
+  std::vector<Args> lookups;
+  for (const std::string& queue : queues) {
+    lookups.push_back({"ZRANGEBYSCORE", impl_->lease_set(queue), "-inf", due, "LIMIT", "0", limit});
+    lookups.push_back({"ZRANGEBYSCORE", impl_->ready_set(queue), "-inf", due, "LIMIT", "0", limit});
+  }
+  std::vector<std::string> keys;
+  {
+    const Locked locked(impl_->mutex);
+    for (const Reply& r : impl_->run(lookups, "cannot look for jobs")) {
+      impl_->check(r, "cannot look for jobs");
+      for (std::size_t i = 0; i < r->elements; ++i) keys.push_back(text(r->element[i]));
+    }
+  }
+  std::vector<Record> candidates;
+  for (const std::string& key : keys) {
+    if (auto r = find(key); r && r->job) {
+      candidates.push_back(std::move(*r));
+    } else {
+      // Gone, expired or no longer a job: take it out of the indexes.
+      const Locked locked(impl_->mutex);
+      for (const std::string& queue : queues) {
+        (void)impl_->run(
+            {{"ZREM", impl_->ready_set(queue), key}, {"ZREM", impl_->lease_set(queue), key}},
+            "cannot clean a job index");
+      }
+    }
+  }
+  return detail::UpdateJobQueue(*this).claim(std::move(candidates), queues, worker, lease, max, at);
+}
+
+LeaseState RedisStore::heartbeat(std::string_view id, std::uint64_t token,
+                                 std::chrono::milliseconds lease) {
+  return detail::UpdateJobQueue(*this).heartbeat(id, token, lease, now());
+}
+
+bool RedisStore::complete(std::string_view id, std::uint64_t token, const nlohmann::json& value) {
+  return detail::UpdateJobQueue(*this).complete(id, token, value, now());
+}
+
+bool RedisStore::fail(std::string_view id, std::uint64_t token, const ErrorInfo& error,
+                      bool retryable) {
+  return detail::UpdateJobQueue(*this).fail(id, token, error, retryable, now());
+}
+
+bool RedisStore::release(std::string_view id, std::uint64_t token) {
+  return detail::UpdateJobQueue(*this).release(id, token, now());
+}
+
+bool RedisStore::cancel_job(std::string_view id) {
+  return detail::UpdateJobQueue(*this).cancel(id, now());
+}
+
+void RedisStore::wait_for_jobs(std::span<const std::string> queues,
+                               JobQueue::clock::time_point deadline, std::stop_token stop) {
+  // Subscribed before looking, so a job enqueued after the look still wakes us.
+  Context sub = impl_->connect_with_backoff(
+      std::min(deadline, JobQueue::clock::now() + impl_->redis.reconnect_timeout), "subscribe");
+  {
+    const SigpipeGuard guard;
+    for (const std::string& queue : queues) {
+      const std::string channel = impl_->jobs_channel(queue);
+      Reply r(static_cast<redisReply*>(
+          redisCommand(sub.get(), "SUBSCRIBE %b", channel.data(), channel.size())));
+      if (!r) return;  // lost: the caller claims and waits again
+    }
+  }
+  const detail::Fd wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!wake) impl_->fail("cannot wait for jobs", "no eventfd");
+  const std::stop_callback on_stop(stop, [fd = wake.get()] {
+    const std::uint64_t one = 1;
+    (void)!::write(fd, &one, sizeof one);
+  });
+  // The next due time among the queues' ready and leased jobs.
+  const auto at = now();
+  std::vector<Args> firsts;
+  for (const std::string& queue : queues) {
+    firsts.push_back({"ZRANGE", impl_->ready_set(queue), "0", "0", "WITHSCORES"});
+    firsts.push_back({"ZRANGE", impl_->lease_set(queue), "0", "0", "WITHSCORES"});
+  }
+  std::optional<std::int64_t> next_ms;
+  {
+    const Locked locked(impl_->mutex);
+    for (const Reply& r : impl_->run(firsts, "cannot look for jobs")) {
+      impl_->check(r, "cannot look for jobs");
+      if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+        const auto ms = static_cast<std::int64_t>(std::stod(text(r->element[1])));
+        if (!next_ms || ms < *next_ms) next_ms = ms;
+      }
+    }
+  }
+  auto until = deadline;
+  if (next_ms) {
+    const auto left = std::chrono::milliseconds(*next_ms - detail::to_unix_ms(at));
+    if (left.count() <= 0) return;
+    until = std::min(until, JobQueue::clock::now() + left + std::chrono::milliseconds(1));
+  }
+  const auto left = std::chrono::ceil<std::chrono::milliseconds>(until - JobQueue::clock::now());
+  if (left.count() <= 0 || stop.stop_requested()) return;
+  std::array<pollfd, 2> fds{{{sub->fd, POLLIN, 0}, {wake.get(), POLLIN, 0}}};
+  (void)::poll(fds.data(), 2, static_cast<int>(std::min<long long>(left.count(), 1 << 30)));
 }
 
 }  // namespace strand
