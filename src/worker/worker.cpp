@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -159,11 +160,22 @@ int Worker::run_until_signal() {
   struct sigaction old_int {};
   ::sigaction(SIGTERM, &action, &old_term);
   ::sigaction(SIGINT, &action, &old_int);
+  // The signals are blocked in this thread, so one of the worker's own threads (which wait in
+  // condition variables) runs the handler and this thread only reads the pipe. (Were the handler
+  // to run here, a sanitizer that defers handlers until the thread leaves its current call would
+  // never run it: this thread's read does not return before the handler writes.)
+  sigset_t termination;
+  sigemptyset(&termination);
+  sigaddset(&termination, SIGTERM);
+  sigaddset(&termination, SIGINT);
+  sigset_t old_mask;
+  ::pthread_sigmask(SIG_BLOCK, &termination, &old_mask);
   unsigned char signo = 0;
   while (::read(fds[0], &signo, 1) < 0 && errno == EINTR) {
   }
   ::sigaction(SIGTERM, &old_term, nullptr);
   ::sigaction(SIGINT, &old_int, nullptr);
+  ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
   signal_pipe_write.store(-1);
   ::close(fds[0]);
   ::close(fds[1]);
