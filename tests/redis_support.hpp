@@ -1,7 +1,7 @@
 // A real redis-server for the tests: started with strand::run_process on a free loopback port in a
-// temporary directory, with nothing saved to disk, stopped at scope exit. If redis-server is not on
-// PATH the test fails with a message saying how to install it (CI installs it; never a silent
-// skip).
+// temporary directory, stopped at scope exit. By default it saves nothing to disk (a restart starts
+// empty); with RedisData::kept it keeps an append-only file there. If redis-server is not on PATH
+// the test fails with a message saying how to install it (CI installs it; never a silent skip).
 #pragma once
 
 #include <netinet/in.h>
@@ -15,6 +15,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "store_support.hpp"
 #include "strand/run_process.hpp"
@@ -75,9 +76,20 @@ inline std::optional<std::filesystem::path> on_path(const std::string& program) 
   return std::nullopt;
 }
 
+// What a restart of the server keeps.
+enum class RedisData {
+  forgotten,  // nothing is saved: a restarted server is empty
+  // An append-only file written and fsynced before each reply (--appendfsync always): a server
+  // killed with SIGKILL and started again has every write it acknowledged (and perhaps a last one
+  // whose reply its client never read).
+  kept,
+};
+
 class RedisServer {
  public:
-  RedisServer() : port_(free_port()) { start(); }
+  explicit RedisServer(RedisData data = RedisData::forgotten) : port_(free_port()), data_(data) {
+    start();
+  }
 
   [[nodiscard]] int port() const { return port_; }
   [[nodiscard]] std::string url(int db = 0) const {
@@ -95,16 +107,24 @@ class RedisServer {
           "install redis-server, as scripts/common.sh does)");
     }
     const int port = port_;
+    std::vector<std::string> argv{program->string(), "--port", std::to_string(port), "--bind",
+                                  "127.0.0.1"};
+    argv.insert(argv.end(), {"--save", "", "--dir", dir_.path().string()});
+    argv.insert(argv.end(), {"--logfile", "/dev/null", "--loglevel", "warning"});
+    if (data_ == RedisData::kept) {
+      argv.insert(argv.end(), {"--appendonly", "yes", "--appendfsync", "always"});
+    } else {
+      argv.insert(argv.end(), {"--appendonly", "no"});
+    }
+    // Ready once PING answers PONG: a server still loading its append-only file answers LOADING.
     process_ = strand::run_process(
-        {program->string(), "--port", std::to_string(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", dir_.path().string(), "--logfile", "/dev/null",
-         "--loglevel", "warning"},
-        {.name = "redis-server",
-         .is_ready = std::function<bool()>([port] { return redis_answers(port); }),
-         .ready_timeout = std::chrono::seconds(10),
-         .force_kill = true});
+        argv, {.name = "redis-server",
+               .is_ready = std::function<bool()>([port] { return redis_answers(port); }),
+               .ready_timeout = std::chrono::seconds(10),
+               .force_kill = true});
   }
-  // A new server on the same port with an empty database.
+  // A new server on the same port: empty, or with RedisData::kept, with the data the old one
+  // acknowledged.
   void restart() {
     stop();
     start();
@@ -113,6 +133,7 @@ class RedisServer {
  private:
   TempDir dir_;
   int port_;
+  RedisData data_;
   strand::RunningProcess process_;
 };
 

@@ -1,6 +1,7 @@
-// Workers as real processes: `strand worker --plugin` on one store file, killed with SIGKILL and
-// restarted, stopped with SIGSTOP past their lease, shut down with SIGTERM; and the plugin and
-// store errors of the command line.
+// Workers as real processes: `strand worker --plugin` on one store (SQLite and Redis), killed with
+// SIGKILL and restarted, stopped with SIGSTOP past their lease, shut down with SIGTERM, and carried
+// over a Redis server that is killed and started again; and the plugin and store errors of the
+// command line.
 //
 // TEST_CLI, TEST_PLUGIN and TEST_EMPTY_PLUGIN are the paths of the built program and
 // plugins (compile definitions).
@@ -8,17 +9,21 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <memory>
 #include <optional>
+#include <ostream>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "../redis_support.hpp"
 #include "../store_support.hpp"
 #include "strand/strand.hpp"
 
@@ -27,6 +32,8 @@ namespace {
 using namespace std::chrono_literals;
 using strand::Record;
 using strand::Status;
+using strand::testing::RedisData;
+using strand::testing::RedisServer;
 
 struct Outcome {
   int exit_code = -1;
@@ -51,9 +58,23 @@ std::string read_file(const std::filesystem::path& path) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-class WorkerProcesses : public ::testing::Test {
+enum class StoreKind { sqlite, redis };
+
+void PrintTo(StoreKind kind, std::ostream* out) {
+  *out << (kind == StoreKind::sqlite ? "sqlite" : "redis");
+}
+
+// Workers on one store: a SQLite file in a temporary directory, or a redis-server of the fixture's
+// own (a fresh one for each test).
+class WorkerFixture : public ::testing::Test {
  protected:
-  std::string url() const { return "sqlite://" + (dir_.path() / "jobs.db").string(); }
+  explicit WorkerFixture(StoreKind kind = StoreKind::sqlite, RedisData data = RedisData::forgotten)
+      : redis_(kind == StoreKind::redis ? std::make_unique<RedisServer>(data) : nullptr),
+        url_(redis_ ? redis_->url() : "sqlite://" + (dir_.path() / "jobs.db").string()),
+        store_(strand::open_store(url_)),
+        queue_(strand::job_queue(store_)) {}
+
+  const std::string& url() const { return url_; }
 
   // `strand worker` on the store, its output in <dir>/<name>.log. SIGTERM stops it gracefully.
   strand::RunningProcess start_worker(const std::string& name, const std::string& flags = "") {
@@ -61,8 +82,10 @@ class WorkerProcesses : public ::testing::Test {
     const std::string command = std::string("exec ") + TEST_CLI + " worker --store " + url() +
                                 " --plugin " + TEST_PLUGIN + " --name " + name + " " + flags +
                                 " > " + log + " 2>&1";
-    return strand::run_process({"sh", "-c", command},
-                               {.name = name, .grace = std::chrono::milliseconds(8000)});
+    auto worker = strand::run_process({"sh", "-c", command},
+                                      {.name = name, .grace = std::chrono::milliseconds(8000)});
+    pids_[name] = worker.pid();  // `exec`: the shell's pid is the worker's
+    return worker;
   }
 
   // Waits (polling the store, which is another process's) until `pred` holds for the record.
@@ -77,19 +100,74 @@ class WorkerProcesses : public ::testing::Test {
     return r;
   }
 
+  // Takes the completed jobs out of `ids` (a completed job never changes again); how many are left.
+  std::size_t drop_completed(std::vector<std::string>& ids) {
+    std::erase_if(
+        ids, [&](const std::string& id) { return store_->get(id).status == Status::completed; });
+    return ids.size();
+  }
+
+  // Every job of `ids` is COMPLETED with exactly one completed attempt in its history, and its
+  // value (sleep_then_pid's: the pid of the process that ran it) is from the worker named in that
+  // attempt: only the holder of the lease recorded a result.
+  void expect_each_completed_once(const std::vector<std::string>& ids) {
+    int completed_attempts = 0;
+    for (const auto& id : ids) {
+      const std::optional<Record> r = store_->find(id);
+      ASSERT_TRUE(r.has_value()) << id << " is gone from " << url();
+      ASSERT_EQ(r->status, Status::completed) << id;
+      ASSERT_TRUE(r->job.has_value()) << id;
+      int completed_here = 0;
+      for (const auto& attempt : r->job->history) {
+        if (attempt.outcome != "completed") continue;
+        ++completed_here;
+        EXPECT_EQ(r->value, pids_[attempt.worker])
+            << id << " was completed under " << attempt.worker << "'s lease (token "
+            << attempt.token << ") with another worker's result";
+      }
+      EXPECT_EQ(completed_here, 1) << id;
+      completed_attempts += completed_here;
+    }
+    EXPECT_EQ(completed_attempts, static_cast<int>(ids.size()));
+  }
+
   strand::testing::TempDir dir_;
-  std::shared_ptr<strand::Store> store_ = strand::open_store(url());
-  std::shared_ptr<strand::JobQueue> queue_ = strand::job_queue(store_);
+  std::unique_ptr<RedisServer> redis_;  // null on SQLite
+  std::string url_;
+  std::shared_ptr<strand::Store> store_;
+  std::shared_ptr<strand::JobQueue> queue_;
+  std::map<std::string, int> pids_;  // of the workers started, by name
 };
 
-TEST_F(WorkerProcesses, AMissingPluginIsAnError) {
+// The command line's own errors: the store does not matter (SQLite).
+class WorkerCommandLine : public WorkerFixture {};
+
+// The workers' guarantees, on each store that several processes share.
+class WorkerProcesses : public WorkerFixture, public ::testing::WithParamInterface<StoreKind> {
+ protected:
+  WorkerProcesses() : WorkerFixture(GetParam()) {}
+};
+
+INSTANTIATE_TEST_SUITE_P(Store, WorkerProcesses,
+                         ::testing::Values(StoreKind::sqlite, StoreKind::redis),
+                         [](const ::testing::TestParamInfo<StoreKind>& info) {
+                           return info.param == StoreKind::sqlite ? "sqlite" : "redis";
+                         });
+
+// On a Redis server whose append-only file keeps what it acknowledged across a restart.
+class WorkersOnARestartedRedis : public WorkerFixture {
+ protected:
+  WorkersOnARestartedRedis() : WorkerFixture(StoreKind::redis, RedisData::kept) {}
+};
+
+TEST_F(WorkerCommandLine, AMissingPluginIsAnError) {
   const auto out =
       run(std::string(TEST_CLI) + " worker --store " + url() + " --plugin /no/such/libtasks.so");
   EXPECT_EQ(out.exit_code, 2);
   EXPECT_EQ(out.output, "strand: cannot load plugin \"/no/such/libtasks.so\": no such file\n");
 }
 
-TEST_F(WorkerProcesses, APluginThatExportsNothingIsAnError) {
+TEST_F(WorkerCommandLine, APluginThatExportsNothingIsAnError) {
   const auto out =
       run(std::string(TEST_CLI) + " worker --store " + url() + " --plugin " + TEST_EMPTY_PLUGIN);
   EXPECT_EQ(out.exit_code, 2);
@@ -98,7 +176,7 @@ TEST_F(WorkerProcesses, APluginThatExportsNothingIsAnError) {
                             "STRAND_PLUGIN)\n");
 }
 
-TEST_F(WorkerProcesses, AStoreURLWithAnUnknownSchemeIsAnError) {
+TEST_F(WorkerCommandLine, AStoreURLWithAnUnknownSchemeIsAnError) {
   const auto out = run(std::string(TEST_CLI) + " worker --store nope://x --plugin " + TEST_PLUGIN);
   EXPECT_EQ(out.exit_code, 3);
   EXPECT_NE(out.output.find("strand: cannot open store \"nope://x\": unknown scheme \"nope\""),
@@ -106,7 +184,7 @@ TEST_F(WorkerProcesses, AStoreURLWithAnUnknownSchemeIsAnError) {
       << out.output;
 }
 
-TEST_F(WorkerProcesses, SigtermLetsTheRunningJobFinish) {
+TEST_P(WorkerProcesses, SigtermLetsTheRunningJobFinish) {
   const std::string id = queue_->enqueue({.function = "count_slowly", .args = {25}});
   auto worker = start_worker("w1");
   const Record running = wait_for(id, [](const Record& r) { return r.progress > 0; });
@@ -123,7 +201,7 @@ TEST_F(WorkerProcesses, SigtermLetsTheRunningJobFinish) {
 // 1,000 jobs, three workers; every ~200 ms one of them is SIGKILLed and started again. Every job
 // ends COMPLETED, with exactly one completed attempt: the jobs a killed worker held are claimed
 // again once their leases run out, and nothing is recorded twice.
-TEST_F(WorkerProcesses, EveryJobCompletesOnceWhileWorkersAreKilled) {
+TEST_P(WorkerProcesses, EveryJobCompletesOnceWhileWorkersAreKilled) {
   constexpr int kJobs = 1000;
   std::vector<strand::JobRequest> requests;
   for (int i = 0; i < kJobs; ++i) requests.push_back({.function = "sleep_then_pid", .args = {3}});
@@ -135,12 +213,8 @@ TEST_F(WorkerProcesses, EveryJobCompletesOnceWhileWorkersAreKilled) {
   std::mt19937 random(7);
   int kills = 0;
   const auto deadline = std::chrono::steady_clock::now() + 50s;
-  auto unfinished = [&] {
-    std::size_t n = 0;
-    for (const auto& id : ids) n += store_->get(id).status != Status::completed ? 1 : 0;
-    return n;
-  };
-  while (unfinished() > 0 && std::chrono::steady_clock::now() < deadline) {
+  std::vector<std::string> unfinished = ids;
+  while (drop_completed(unfinished) > 0 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(200ms);  // the kill interval itself
     auto& victim = workers[random() % workers.size()];
     ::kill(victim.pid(), SIGKILL);
@@ -149,22 +223,13 @@ TEST_F(WorkerProcesses, EveryJobCompletesOnceWhileWorkersAreKilled) {
   }
   for (auto& w : workers) w.stop();
 
-  int completed_attempts = 0;
-  for (const auto& id : ids) {
-    const Record r = store_->get(id);
-    ASSERT_EQ(r.status, Status::completed) << id;
-    int completed_here = 0;
-    for (const auto& attempt : r.job->history) completed_here += attempt.outcome == "completed";
-    EXPECT_EQ(completed_here, 1) << id;
-    completed_attempts += completed_here;
-  }
-  EXPECT_EQ(completed_attempts, kJobs);
+  expect_each_completed_once(ids);
   EXPECT_GE(kills, 3);
 }
 
 // A worker frozen (SIGSTOP) past its lease while its job runs; another worker takes the job and
 // finishes it; the frozen one, thawed (SIGCONT), finishes too, but its late result is refused.
-TEST_F(WorkerProcesses, AWorkerResumedAfterItsLeaseCannotRecordItsResult) {
+TEST_P(WorkerProcesses, AWorkerResumedAfterItsLeaseCannotRecordItsResult) {
   const std::string id = queue_->enqueue({.function = "sleep_then_pid", .args = {600}});
   auto frozen = start_worker("frozen", "--lease 0.3");
   const Record taken = wait_for(id, [](const Record& r) { return r.status == Status::running; });
@@ -191,6 +256,47 @@ TEST_F(WorkerProcesses, AWorkerResumedAfterItsLeaseCannotRecordItsResult) {
   const Record after = store_->get(id);
   EXPECT_EQ(after.value, second_pid);
   EXPECT_EQ(after.version, done.version);  // nothing written since
+}
+
+// Redis killed (SIGKILL) and started again on the same port while two workers run 400 jobs. The
+// server's append-only file brings back every write it acknowledged; the workers, whose store
+// reconnects with back-off, carry on: they are the same processes at the end, and every job ends
+// COMPLETED with exactly one completed attempt, its result from the worker that held that attempt.
+TEST_F(WorkersOnARestartedRedis, WorkersReconnectAndNoJobIsLost) {
+  constexpr int kJobs = 400;
+  std::vector<strand::JobRequest> requests;
+  for (int i = 0; i < kJobs; ++i) requests.push_back({.function = "sleep_then_pid", .args = {10}});
+  const auto ids = queue_->enqueue_many(requests);
+
+  const std::string flags = "--concurrency 4 --lease 1";
+  auto a = start_worker("a", flags);
+  auto b = start_worker("b", flags);
+  std::vector<std::string> unfinished = ids;
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (drop_completed(unfinished) > kJobs - kJobs / 5 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);  // other processes write them: there is nothing to wait on
+  }
+  const std::size_t unfinished_before = unfinished.size();
+  ASSERT_LE(unfinished_before, static_cast<std::size_t>(kJobs - kJobs / 5));
+  ASSERT_GT(unfinished_before, 0u) << "every job finished before the restart: make them longer";
+  redis_->restart();  // SIGKILL, then a new server on the same port and the same directory
+
+  deadline = std::chrono::steady_clock::now() + 30s;
+  while (drop_completed(unfinished) > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_EQ(unfinished.size(), 0u) << unfinished_before << " jobs were left at the restart";
+  EXPECT_TRUE(a.alive()) << read_file(dir_.path() / "a.log");
+  EXPECT_TRUE(b.alive()) << read_file(dir_.path() / "b.log");
+  a.stop();  // SIGTERM: the same processes shut down as asked
+  b.stop();
+  for (const char* name : {"a.log", "b.log"}) {
+    EXPECT_NE(read_file(dir_.path() / name).find("stopped by signal 15"), std::string::npos)
+        << read_file(dir_.path() / name);
+  }
+
+  expect_each_completed_once(ids);
 }
 
 }  // namespace
