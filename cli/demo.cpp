@@ -107,7 +107,7 @@ static int run_jobs_demo(const DemoOptions& options, std::ostream& out) {
   out << "\n== 5. Jobs by name: a writer, two workers, one store ==\n";
   auto store = open_store(jobs.store, {.ttl = std::chrono::hours(24)});
   if (!std::dynamic_pointer_cast<JobQueue>(store)) {
-    out << "  " << jobs.store << " keeps results but has no job queue yet: skipped\n";
+    out << "  " << jobs.store << " has no job queue: skipped\n";
     return 0;
   }
   // What the workers may run: functions by name (a job never brings code with it).

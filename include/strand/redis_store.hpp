@@ -99,10 +99,16 @@ class RedisStore final : public Store, public JobQueue {
 
   // The job queue (see strand/job_queue.hpp) on Redis's clock (TIME). Each queue has two sorted
   // sets beside the records: `<prefix>q:<queue>:ready` (queued jobs by run_at) and
-  // `<prefix>q:<queue>:lease` (running jobs by lease expiry), kept in the same MULTI/EXEC as every
-  // write of a job's record. A claim reads the due members of both (at most 4 x max per queue),
-  // then claims each by a compare-and-set update: among the due jobs it reads, the highest
-  // priority goes first. Enqueues and retries PUBLISH on `<prefix>jobs:<queue>`, which
+  // `<prefix>q:<queue>:lease` (running jobs by lease expiry). Every change of a job is a
+  // compare-and-set on the record's version, written by one Lua script together with the job's
+  // indexes and notifications (so a change and its index never disagree), and a job's change costs
+  // two round trips: read the record with TIME, then the script. A claim is one script that reads
+  // TIME and the due members of both sets with their records (at most max + 2 per set), then one
+  // compare-and-set per chosen job, all in one round trip: among the due jobs it reads, the highest
+  // priority goes first. A worker that loses a job to another looks again. complete, fail and
+  // release of a job this object claimed start from the record as it wrote it (one round trip; a
+  // record changed meanwhile is read and decided again), timed by the server's clock as last seen.
+  // Enqueues (any number, one round trip) and retries PUBLISH on `<prefix>jobs:<queue>`, which
   // wait_for_jobs subscribes to.
   [[nodiscard]] Record::time_point now() override;
   std::vector<std::string> enqueue_many(std::span<const JobRequest> requests) override;
@@ -120,7 +126,11 @@ class RedisStore final : public Store, public JobQueue {
 
  private:
   struct Impl;
+  struct JobWrite;
   RedisStore(StoreOptions options, std::unique_ptr<Impl> impl);
+  std::vector<bool> write_jobs(std::span<const JobWrite> writes);
+  template <class Change>
+  bool change_job(std::string_view id, std::optional<std::uint64_t> held_token, Change&& change);
   std::unique_ptr<Impl> impl_;
 };
 

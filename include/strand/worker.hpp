@@ -49,7 +49,8 @@ struct WorkerOptions {
   std::chrono::milliseconds shutdown_grace{std::chrono::seconds(10)};
   // Jobs claimed ahead, beyond those running, so that a free thread finds its next job without a
   // round trip (-1: as many as `concurrency`). They hold leases (kept by heartbeats) while they
-  // wait; a graceful stop releases them at once.
+  // wait; a graceful stop releases them at once. Claims go out once at least half of them can be
+  // claimed, so with a store a round trip away a larger prefetch means fewer round trips per job.
   int prefetch = -1;
   // The name written into each job's history; default "<host>:<pid>:<n>".
   std::string name{};

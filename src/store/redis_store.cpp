@@ -10,9 +10,11 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 
 #include "../core/fork_hooks.hpp"
@@ -117,6 +119,93 @@ if ARGV[7] == '1' then redis.call('PUBLISH', KEYS[2], version) end
 return {version, created}
 )lua";
 
+// The job queue's writes: records written by compare-and-set on their version, each with its job
+// indexes and notifications, all in one round trip.
+//   KEYS, per record: its hash, its queue's ready set, its queue's lease set
+//   ARGV[1] the number of ARGV fields per record (kWriteFields); then per record:
+//     1 the version it must have now ('0': none, or not a hash), 2 record bytes, 3 status,
+//     4 new version, 5 created ms, 6 expire-at ms ('' = no expiry), 7 index ('ready', 'lease' or
+//     'none'), 8 the index score, 9 the index member (the record's key), 10 a channel to publish
+//     the new version on ('' = none: the record is not terminal), 11 the queue's channel to wake
+//     wait_for_jobs on ('' = none)
+//   Returns 1 or 0 per record (written, or its version was another), then the server's TIME.
+constexpr std::size_t kWriteFields = 11;
+constexpr const char* kWriteJobsScript = R"lua(
+local n = tonumber(ARGV[1])
+local out = {}
+for i = 0, #KEYS / 3 - 1 do
+  local h, ready, lease = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
+  local a = 1 + n * i
+  local kind = redis.call('TYPE', h).ok
+  local version = '0'
+  if kind == 'hash' then version = redis.call('HGET', h, 'version') or '0' end
+  if version == ARGV[a + 1] then
+    if kind ~= 'hash' and kind ~= 'none' then redis.call('DEL', h) end
+    redis.call('HSET', h, 'record', ARGV[a + 2], 'status', ARGV[a + 3], 'version', ARGV[a + 4],
+               'created', ARGV[a + 5])
+    if ARGV[a + 6] ~= '' then
+      redis.call('PEXPIREAT', h, ARGV[a + 6])
+    else
+      redis.call('PERSIST', h)
+    end
+    local index, score, member = ARGV[a + 7], ARGV[a + 8], ARGV[a + 9]
+    if index == 'ready' then
+      redis.call('ZADD', ready, score, member)
+      redis.call('ZREM', lease, member)
+    elseif index == 'lease' then
+      redis.call('ZADD', lease, score, member)
+      redis.call('ZREM', ready, member)
+    else
+      redis.call('ZREM', ready, member)
+      redis.call('ZREM', lease, member)
+    end
+    if ARGV[a + 10] ~= '' then redis.call('PUBLISH', ARGV[a + 10], ARGV[a + 4]) end
+    if ARGV[a + 11] ~= '' then redis.call('PUBLISH', ARGV[a + 11], '1') end
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+local t = redis.call('TIME')
+out[#out + 1] = t[1]
+out[#out + 1] = t[2]
+return out
+)lua";
+
+// A claim's look: the server's TIME, then the due members of each sorted set (expired leases and
+// due ready jobs), at most ARGV[1] of each, with their records. Members whose record is gone
+// (expired, erased) or is not a hash (damaged behind the store's back) leave the index here.
+//   KEYS the sorted sets; ARGV[1] the limit per set, ARGV[2] the record key prefix
+//   Returns seconds, microseconds, then per member: member, record bytes, version, created ms.
+constexpr const char* kClaimLookScript = R"lua(
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {t[1], t[2]}
+local seen = {}
+for i = 1, #KEYS do
+  local members = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+  for _, m in ipairs(members) do
+    if not seen[m] then
+      seen[m] = true
+      local h = ARGV[2] .. m
+      local f = false
+      if redis.call('TYPE', h).ok == 'hash' then
+        f = redis.call('HMGET', h, 'record', 'version', 'created')
+      end
+      if f and f[1] then
+        out[#out + 1] = m
+        out[#out + 1] = f[1]
+        out[#out + 1] = f[2] or '0'
+        out[#out + 1] = f[3] or '0'
+      else
+        redis.call('ZREM', KEYS[i], m)
+      end
+    end
+  end
+end
+return out
+)lua";
+
 // A glob pattern matching `s` literally.
 std::string glob_escape(std::string_view s) {
   std::string out;
@@ -140,13 +229,86 @@ struct RedisStore::Impl {
   RedisOptions redis;
   std::string where;  // "host:port", for messages
   std::string set_sha;
+  std::string write_jobs_sha;
+  std::string claim_look_sha;
 
-  std::mutex mutex;  // guards what follows: one connection, used by one thread at a time
-  pid_t pid = 0;     // the process `ctx` was opened in
-  redisContext* ctx = nullptr;
+  // One connection to the server, used by one thread at a time.
+  struct Connection {
+    pid_t pid = 0;  // the process `ctx` was opened in
+    redisContext* ctx = nullptr;
+    Connection() = default;
+    Connection(const Connection&) = delete;
+    Connection& operator=(const Connection&) = delete;
+    ~Connection() {
+      if (ctx != nullptr) redisFree(ctx);  // in a forked child this closes only the child's copy
+    }
+  };
+  // Connections not in use. Each thread that talks to the server borrows one (opening a new one
+  // when none is idle), so threads of one process (a worker's claimer, its job threads, its
+  // heartbeat) wait for the server side by side instead of one after another; at most kIdleKept
+  // stay open between uses.
+  static constexpr std::size_t kIdleKept = 8;
+  std::mutex mutex;  // guards `idle`
+  std::vector<std::unique_ptr<Connection>> idle;
+  class Session;  // a borrowed connection (below)
 
-  ~Impl() {
-    if (ctx != nullptr) redisFree(ctx);  // in a forked child this closes only the child's copy
+  // The jobs this store object claimed and still holds, as last written. complete, fail and
+  // release start from them instead of reading the record again, which saves a round trip per
+  // job; their compare-and-set still checks the version, and one that finds the record changed
+  // (cancelled, or claimed again by another worker) reads it and decides again. Bounded: forgotten
+  // all at once past kHeldKept (a worker that lost jobs it never finishes).
+  static constexpr std::size_t kHeldKept = 4096;
+  std::mutex held_mutex;  // guards `held`
+  std::unordered_map<std::string, Record> held;
+  // The server's clock minus this machine's, in microseconds, as last seen with a TIME reply: the
+  // time of a change made from a held record (its completion time, its retry's run_at). Lease
+  // expiries always come from a TIME read in the same round trip.
+  std::atomic<std::int64_t> clock_offset_us{0};
+
+  void remember(const Record& record) {
+    const detail::ForkQuiet quiet;
+    const std::lock_guard lock(held_mutex);
+    if (held.size() >= kHeldKept) held.clear();
+    held.insert_or_assign(record.key, record);
+  }
+  void forget(std::string_view key) {
+    const detail::ForkQuiet quiet;
+    const std::lock_guard lock(held_mutex);
+    if (const auto it = held.find(std::string(key)); it != held.end()) held.erase(it);
+  }
+  std::optional<Record> recall(std::string_view key, std::uint64_t token) {
+    const detail::ForkQuiet quiet;
+    const std::lock_guard lock(held_mutex);
+    const auto it = held.find(std::string(key));
+    if (it == held.end() || !it->second.job || it->second.job->token != token) return std::nullopt;
+    return it->second;
+  }
+  void saw_server_time(Record::time_point server) {
+    clock_offset_us.store(std::chrono::duration_cast<std::chrono::microseconds>(
+                              server - std::chrono::system_clock::now())
+                              .count(),
+                          std::memory_order_relaxed);
+  }
+  [[nodiscard]] Record::time_point estimated_server_time() const {
+    return std::chrono::time_point_cast<Record::time_point::duration>(
+        std::chrono::system_clock::now() +
+        std::chrono::microseconds(clock_offset_us.load(std::memory_order_relaxed)));
+  }
+
+  std::unique_ptr<Connection> borrow() {
+    {
+      const std::lock_guard lock(mutex);
+      if (!idle.empty()) {
+        auto c = std::move(idle.back());
+        idle.pop_back();
+        return c;
+      }
+    }
+    return std::make_unique<Connection>();  // connects on first use
+  }
+  void give_back(std::unique_ptr<Connection> c) {
+    const std::lock_guard lock(mutex);
+    if (idle.size() < kIdleKept) idle.push_back(std::move(c));
   }
 
   [[nodiscard]] std::string record_key(std::string_view key) const {
@@ -208,28 +370,29 @@ struct RedisStore::Impl {
     }
   }
 
-  // With the mutex held: a connection of this process. A forked child drops its copy of the
-  // parent's (closing only the child's descriptor) and opens its own.
-  void ensure_connected(std::string_view what) {
-    if (ctx != nullptr && pid == ::getpid()) return;
-    drop();
-    ctx = connect_with_backoff(std::chrono::steady_clock::now() + redis.reconnect_timeout, what)
-              .release();
-    pid = ::getpid();
+  // Makes `c` a connection of this process. A forked child drops its copy of the parent's
+  // (closing only the child's descriptor) and opens its own.
+  void ensure_connected(Connection& c, std::string_view what) const {
+    if (c.ctx != nullptr && c.pid == ::getpid()) return;
+    drop(c);
+    c.ctx = connect_with_backoff(std::chrono::steady_clock::now() + redis.reconnect_timeout, what)
+                .release();
+    c.pid = ::getpid();
   }
 
-  void drop() noexcept {
-    if (ctx != nullptr) redisFree(ctx);
-    ctx = nullptr;
+  static void drop(Connection& c) noexcept {
+    if (c.ctx != nullptr) redisFree(c.ctx);
+    c.ctx = nullptr;
   }
 
   // With the mutex held: sends every command in one write and reads each reply. A connection lost
   // on the way is reopened with back-off and the commands are sent again, unless `resend` is false:
   // then Reconnected is thrown once the connection is back. Error replies are returned as they are.
-  std::vector<Reply> run(const std::vector<Args>& commands, std::string_view what,
-                         bool resend = true) {
+  std::vector<Reply> run(Connection& c, const std::vector<Args>& commands, std::string_view what,
+                         bool resend = true) const {
     for (;;) {
-      ensure_connected(what);
+      ensure_connected(c, what);
+      redisContext* ctx = c.ctx;
       std::vector<Reply> replies;
       replies.reserve(commands.size());
       bool lost = false;
@@ -259,17 +422,17 @@ struct RedisStore::Impl {
         }
       }
       if (!lost) return replies;
-      drop();  // the next ensure_connected reconnects with back-off
+      drop(c);  // the next ensure_connected reconnects with back-off
       if (!resend) {
-        ensure_connected(what);
+        ensure_connected(c, what);
         throw Reconnected{};
       }
     }
   }
 
-  Reply run_one(Args args, std::string_view what) {
+  Reply run_one(Connection& c, Args args, std::string_view what) const {
     std::vector<Args> commands{std::move(args)};
-    return std::move(run(commands, what).front());
+    return std::move(run(c, commands, what).front());
   }
 
   void check(const Reply& r, std::string_view what) const {
@@ -277,16 +440,16 @@ struct RedisStore::Impl {
   }
 
   // EVALSHA, loading the script when the server does not know it (a restarted server forgets).
-  Reply eval(const char* script, const std::string& sha, Args keys_and_args, std::size_t num_keys,
-             std::string_view what) {
+  Reply eval(Connection& c, const char* script, const std::string& sha, Args keys_and_args,
+             std::size_t num_keys, std::string_view what) const {
     Args args{"EVALSHA", sha, std::to_string(num_keys)};
     args.insert(args.end(), std::make_move_iterator(keys_and_args.begin()),
                 std::make_move_iterator(keys_and_args.end()));
-    Reply r = run_one(args, what);
+    Reply r = run_one(c, args, what);
     if (r->type == REDIS_REPLY_ERROR && text(r.get()).starts_with("NOSCRIPT")) {
       args[0] = "EVAL";
       args[1] = script;
-      r = run_one(std::move(args), what);
+      r = run_one(c, std::move(args), what);
     }
     check(r, what);
     return r;
@@ -368,17 +531,33 @@ struct RedisStore::Impl {
   }
 };
 
-namespace {
+// A borrowed connection for one exchange with the server. ForkQuiet first: a thread that holds a
+// connection (or the pool's mutex) always holds a ForkQuiet, so a fork never copies the mutex
+// locked, nor a half-sent command.
+class RedisStore::Impl::Session {
+ public:
+  explicit Session(RedisStore::Impl& impl) : impl_(impl), connection_(impl.borrow()) {}
+  ~Session() { impl_.give_back(std::move(connection_)); }
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
 
-// ForkQuiet first, then the store's mutex: a thread that holds the mutex always holds a ForkQuiet,
-// so a fork never copies the mutex locked (nor a half-sent command).
-struct Locked {
-  explicit Locked(std::mutex& mutex) : lock(mutex) {}
-  detail::ForkQuiet quiet;  // constructed before the lock is taken
-  std::lock_guard<std::mutex> lock;
+  std::vector<Reply> run(const std::vector<Args>& commands, std::string_view what,
+                         bool resend = true) {
+    return impl_.run(*connection_, commands, what, resend);
+  }
+  Reply run_one(Args args, std::string_view what) {
+    return impl_.run_one(*connection_, std::move(args), what);
+  }
+  Reply eval(const char* script, const std::string& sha, Args keys_and_args, std::size_t num_keys,
+             std::string_view what) {
+    return impl_.eval(*connection_, script, sha, std::move(keys_and_args), num_keys, what);
+  }
+
+ private:
+  detail::ForkQuiet quiet_;  // constructed before a connection is borrowed
+  RedisStore::Impl& impl_;
+  std::unique_ptr<RedisStore::Impl::Connection> connection_;
 };
-
-}  // namespace
 
 std::shared_ptr<RedisStore> RedisStore::open(std::string host, int port, int db,
                                              StoreOptions options, RedisOptions redis) {
@@ -401,11 +580,18 @@ std::shared_ptr<RedisStore> RedisStore::open(std::string host, int port, int db,
     std::string why;
     Context c = impl->try_connect(why);
     if (!c) throw StoreError("strand: cannot reach Redis at " + where + ": " + why);
-    impl->ctx = c.release();
-    impl->pid = ::getpid();
-    Reply sha = impl->run_one({"SCRIPT", "LOAD", kSetScript}, "cannot load a script");
-    impl->check(sha, "cannot load a script");
-    impl->set_sha = text(sha.get());
+    auto first = std::make_unique<Impl::Connection>();
+    first->ctx = c.release();
+    first->pid = ::getpid();
+    const auto load = [&](const char* script) {
+      Reply sha = impl->run_one(*first, {"SCRIPT", "LOAD", script}, "cannot load a script");
+      impl->check(sha, "cannot load a script");
+      return text(sha.get());
+    };
+    impl->set_sha = load(kSetScript);
+    impl->write_jobs_sha = load(kWriteJobsScript);
+    impl->claim_look_sha = load(kClaimLookScript);
+    impl->give_back(std::move(first));
   }
   return std::shared_ptr<RedisStore>(new RedisStore(options, std::move(impl)));
 }
@@ -439,8 +625,8 @@ std::optional<Record> RedisStore::find(std::string_view key) {
   maybe_cleanup();
   std::optional<Record> record;
   {
-    const Locked locked(impl_->mutex);
-    const Reply r = impl_->run_one(
+    Impl::Session session(*impl_);
+    const Reply r = session.run_one(
         {"HMGET", impl_->record_key(key), "record", "version", "created"}, "cannot read a record");
     record = impl_->decode(r, key, format());
   }
@@ -466,9 +652,9 @@ Record RedisStore::set(Record record) {
                       std::chrono::duration_cast<std::chrono::milliseconds>(*options().ttl).count())
                 : std::string(),
             is_terminal(record.status) ? "1" : "0"};
-  const Locked locked(impl_->mutex);
+  Impl::Session session(*impl_);
   const Reply r =
-      impl_->eval(kSetScript, impl_->set_sha, std::move(args), 2, "cannot write a record");
+      session.eval(kSetScript, impl_->set_sha, std::move(args), 2, "cannot write a record");
   if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
     impl_->fail("cannot write a record", "unexpected reply from the script");
   }
@@ -477,7 +663,7 @@ Record RedisStore::set(Record record) {
   std::vector<Args> index;
   impl_->index(record, index);
   if (!index.empty()) {
-    for (const Reply& reply : impl_->run(index, "cannot index a job")) {
+    for (const Reply& reply : session.run(index, "cannot index a job")) {
       impl_->check(reply, "cannot index a job");
     }
   }
@@ -487,10 +673,10 @@ Record RedisStore::set(Record record) {
 std::optional<Record> RedisStore::update(std::string_view key, const UpdateFn& f) {
   validate_key(key);
   const std::string rkey = impl_->record_key(key);
-  const Locked locked(impl_->mutex);
+  Impl::Session session(*impl_);
   for (;;) {
-    auto read = impl_->run({{"WATCH", rkey}, {"HMGET", rkey, "record", "version", "created"}},
-                           "cannot read a record");
+    auto read = session.run({{"WATCH", rkey}, {"HMGET", rkey, "record", "version", "created"}},
+                            "cannot read a record");
     impl_->check(read[0], "cannot watch a record");
     const bool not_a_hash = read[1]->type == REDIS_REPLY_ERROR;  // decode() says what it is
     std::optional<Record> current = impl_->decode(read[1], key, format());
@@ -500,11 +686,11 @@ std::optional<Record> RedisStore::update(std::string_view key, const UpdateFn& f
     try {
       next = f(current);
     } catch (...) {
-      (void)impl_->run_one({"UNWATCH"}, "cannot unwatch");
+      (void)session.run_one({"UNWATCH"}, "cannot unwatch");
       throw;
     }
     if (!next) {
-      (void)impl_->run_one({"UNWATCH"}, "cannot unwatch");
+      (void)session.run_one({"UNWATCH"}, "cannot unwatch");
       return current;
     }
     next->key = std::string(key);
@@ -525,7 +711,7 @@ std::optional<Record> RedisStore::update(std::string_view key, const UpdateFn& f
     commands.push_back({"EXEC"});
     std::vector<Reply> replies;
     try {
-      replies = impl_->run(commands, "cannot write a record", /*resend=*/false);
+      replies = session.run(commands, "cannot write a record", /*resend=*/false);
     } catch (const Reconnected&) {
       continue;  // the WATCH went with the old connection: read again
     }
@@ -537,8 +723,8 @@ std::optional<Record> RedisStore::update(std::string_view key, const UpdateFn& f
 
 bool RedisStore::erase(std::string_view key) {
   validate_key(key);
-  const Locked locked(impl_->mutex);
-  const Reply r = impl_->run_one({"DEL", impl_->record_key(key)}, "cannot erase a record");
+  Impl::Session session(*impl_);
+  const Reply r = session.run_one({"DEL", impl_->record_key(key)}, "cannot erase a record");
   impl_->check(r, "cannot erase a record");
   return r->integer > 0;
 }
@@ -547,11 +733,11 @@ std::vector<std::string> RedisStore::keys() {
   const std::string pattern = glob_escape(impl_->redis.prefix + "r:") + "*";
   const std::size_t strip = impl_->redis.prefix.size() + 2;
   std::vector<std::string> out;
-  const Locked locked(impl_->mutex);
+  Impl::Session session(*impl_);
   std::string cursor = "0";
   do {
-    const Reply r =
-        impl_->run_one({"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"}, "cannot list the keys");
+    const Reply r = session.run_one({"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"},
+                                    "cannot list the keys");
     impl_->check(r, "cannot list the keys");
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
       impl_->fail("cannot list the keys", "unexpected reply to SCAN");
@@ -581,6 +767,8 @@ Record RedisStore::wait_terminal(std::string_view key, clock::time_point deadlin
   const std::string channel = impl_->channel(key);
   // A connection of this call's own, subscribed before each look at the record. A connection lost
   // while waiting is opened again (with back-off) and the record looked at again.
+  // Most waits find the result there already: one read, no subscription.
+  if (Record r = get(key); is_terminal(r.status) || clock::now() >= deadline) return r;
   Context sub;
   const auto subscribe = [&] {
     sub = impl_->connect_with_backoff(
@@ -622,78 +810,282 @@ Record RedisStore::wait_terminal(std::string_view key, clock::time_point deadlin
   }
 }
 
+namespace {
+
+Record::time_point server_time(const redisReply* seconds, const redisReply* micros) {
+  return Record::time_point(std::chrono::duration_cast<Record::time_point::duration>(
+      std::chrono::seconds(std::stoll(text(seconds))) +
+      std::chrono::microseconds(std::stoll(text(micros)))));
+}
+
+// Records of the same script go out in chunks, so one enqueue of many jobs does not hold the
+// server (single-threaded) for long; the chunks still share one round trip.
+constexpr std::size_t kRecordsPerScript = 256;
+
+}  // namespace
+
+// A record to write by compare-and-set, and what it must be now.
+struct RedisStore::JobWrite {
+  const Record* record;
+  std::uint64_t expected_version;  // 0: no record yet
+  bool wake_workers;               // PUBLISH on the queue's channel when it is queued
+};
+
+// Writes `writes` in one round trip; true for each one written (its version was the expected one).
+std::vector<bool> RedisStore::write_jobs(std::span<const JobWrite> writes) {
+  std::vector<Args> commands;
+  for (std::size_t first = 0; first < writes.size(); first += kRecordsPerScript) {
+    const auto chunk = writes.subspan(first, std::min(kRecordsPerScript, writes.size() - first));
+    Args keys;
+    Args args{std::to_string(kWriteFields)};
+    for (const JobWrite& w : chunk) {
+      const Record& r = *w.record;
+      const Job& job = *r.job;
+      keys.push_back(impl_->record_key(r.key));
+      keys.push_back(impl_->ready_set(job.queue));
+      keys.push_back(impl_->lease_set(job.queue));
+      std::string expire_at;
+      if (options().ttl) {
+        const auto since = r.completed ? *r.completed : r.created;
+        expire_at = std::to_string(
+            detail::to_unix_ms(since) +
+            std::chrono::duration_cast<std::chrono::milliseconds>(*options().ttl).count());
+      }
+      std::string index = "none";
+      std::string score = "0";
+      if (r.status == Status::queued) {
+        index = "ready";
+        score = std::to_string(detail::to_unix_ms(job.run_at));
+      } else if (r.status == Status::running && job.lease_expires) {
+        index = "lease";
+        score = std::to_string(detail::to_unix_ms(*job.lease_expires));
+      }
+      args.insert(
+          args.end(),
+          {std::to_string(w.expected_version), detail::encode_record(r, format()),
+           std::string(to_string(r.status)), std::to_string(r.version),
+           std::to_string(detail::to_unix_ms(r.created)), std::move(expire_at), std::move(index),
+           std::move(score), r.key, is_terminal(r.status) ? impl_->channel(r.key) : std::string(),
+           w.wake_workers && r.status == Status::queued ? impl_->jobs_channel(job.queue)
+                                                        : std::string()});
+    }
+    Args command{"EVALSHA", impl_->write_jobs_sha, std::to_string(keys.size())};
+    command.insert(command.end(), std::make_move_iterator(keys.begin()),
+                   std::make_move_iterator(keys.end()));
+    command.insert(command.end(), std::make_move_iterator(args.begin()),
+                   std::make_move_iterator(args.end()));
+    commands.push_back(std::move(command));
+  }
+  std::vector<bool> written;
+  written.reserve(writes.size());
+  Impl::Session session(*impl_);
+  std::vector<Reply> replies = session.run(commands, "cannot write a job");
+  for (std::size_t i = 0; i < replies.size(); ++i) {
+    if (replies[i]->type == REDIS_REPLY_ERROR && text(replies[i].get()).starts_with("NOSCRIPT")) {
+      // A restarted server forgets its scripts: send the script itself.
+      commands[i][0] = "EVAL";
+      commands[i][1] = kWriteJobsScript;
+      replies[i] = session.run_one(commands[i], "cannot write a job");
+    }
+    impl_->check(replies[i], "cannot write a job");
+    const redisReply* r = replies[i].get();
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 2) {
+      impl_->fail("cannot write a job", "unexpected reply from the script");
+    }
+    for (std::size_t j = 0; j + 2 < r->elements; ++j)
+      written.push_back(r->element[j]->integer == 1);
+    impl_->saw_server_time(server_time(r->element[r->elements - 2], r->element[r->elements - 1]));
+  }
+  return written;
+}
+
+// Reads the job under `id` and the server's clock in one round trip, changes it with
+// `change(record, now)` and writes it back by compare-and-set, again until no other client wrote
+// it in between. False if there is no such job or `change` refused.
+template <class Change>
+bool RedisStore::change_job(std::string_view id, std::optional<std::uint64_t> held_token,
+                            Change&& change) {
+  validate_key(id);
+  const std::string rkey = impl_->record_key(id);
+  std::optional<Record> held = held_token ? impl_->recall(id, *held_token) : std::nullopt;
+  for (;;) {
+    std::optional<Record> current;
+    Record::time_point at;
+    if (held) {
+      current = std::move(held);
+      held.reset();
+      at = impl_->estimated_server_time();
+    } else {
+      Impl::Session session(*impl_);
+      const auto replies = session.run({{"HMGET", rkey, "record", "version", "created"}, {"TIME"}},
+                                       "cannot read a job");
+      current = impl_->decode(replies[0], id, format());
+      impl_->check(replies[1], "cannot read the server's clock");
+      if (replies[1]->type != REDIS_REPLY_ARRAY || replies[1]->elements != 2) {
+        impl_->fail("cannot read the server's clock", "unexpected reply to TIME");
+      }
+      at = server_time(replies[1]->element[0], replies[1]->element[1]);
+      impl_->saw_server_time(at);
+    }
+    if (!current || !current->job || is_expired(*current)) {
+      impl_->forget(id);
+      return false;
+    }
+    Record next = *current;
+    if (!change(next, at)) {
+      impl_->forget(id);
+      return false;
+    }
+    next.version = current->version + 1;
+    const JobWrite write{&next, current->version, true};
+    if (write_jobs(std::span(&write, 1)).front()) {
+      if (next.status == Status::running) {
+        impl_->remember(next);
+      } else {
+        impl_->forget(id);
+      }
+      return true;
+    }
+    impl_->forget(id);  // changed meanwhile: read it
+  }
+}
+
 Record::time_point RedisStore::now() {
-  const Locked locked(impl_->mutex);
-  const Reply r = impl_->run_one({"TIME"}, "cannot read the server's clock");
+  Impl::Session session(*impl_);
+  const Reply r = session.run_one({"TIME"}, "cannot read the server's clock");
   impl_->check(r, "cannot read the server's clock");
   if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
     impl_->fail("cannot read the server's clock", "unexpected reply to TIME");
   }
-  const auto seconds = std::stoll(text(r->element[0]));
-  const auto micros = std::stoll(text(r->element[1]));
-  return Record::time_point(std::chrono::duration_cast<Record::time_point::duration>(
-      std::chrono::seconds(seconds) + std::chrono::microseconds(micros)));
+  return server_time(r->element[0], r->element[1]);
 }
 
 std::vector<std::string> RedisStore::enqueue_many(std::span<const JobRequest> requests) {
-  return detail::UpdateJobQueue(*this).enqueue_many(requests, now());
+  std::vector<Record> records;  // all checked before any is written
+  records.reserve(requests.size());
+  const auto at = requests.empty() ? Record::time_point{} : now();
+  for (const JobRequest& request : requests) {
+    records.push_back(detail::new_job_record(detail::job_id(*this, request), request, at));
+    records.back().version = 1;
+  }
+  // An idempotency key's first job stays: a write expecting no record is refused when there is one.
+  // Each queue's workers are woken once, by the last of its jobs.
+  std::vector<JobWrite> writes;
+  writes.reserve(records.size());
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    const std::string& queue = records[i].job->queue;
+    const bool last_of_queue =
+        std::none_of(records.begin() + static_cast<std::ptrdiff_t>(i) + 1, records.end(),
+                     [&](const Record& r) { return r.job->queue == queue; });
+    writes.push_back({&records[i], 0, last_of_queue});
+  }
+  (void)write_jobs(writes);
+  std::vector<std::string> ids;
+  ids.reserve(records.size());
+  for (Record& r : records) ids.push_back(std::move(r.key));
+  return ids;
 }
 
 std::vector<Lease> RedisStore::claim(std::span<const std::string> queues, std::string_view worker,
                                      std::chrono::milliseconds lease, std::size_t max) {
-  const auto at = now();
-  const std::string due = std::to_string(detail::to_unix_ms(at));
-  const std::string limit = std::to_string(std::max<std::size_t>(max, 1) * 4);
-  std::vector<Args> lookups;
+  std::vector<Lease> leases;
+  if (queues.empty() || max == 0) return leases;
+  Args look;
   for (const std::string& queue : queues) {
-    lookups.push_back({"ZRANGEBYSCORE", impl_->lease_set(queue), "-inf", due, "LIMIT", "0", limit});
-    lookups.push_back({"ZRANGEBYSCORE", impl_->ready_set(queue), "-inf", due, "LIMIT", "0", limit});
+    look.push_back(impl_->lease_set(queue));
+    look.push_back(impl_->ready_set(queue));
   }
-  std::vector<std::string> keys;
-  {
-    const Locked locked(impl_->mutex);
-    for (const Reply& r : impl_->run(lookups, "cannot look for jobs")) {
-      impl_->check(r, "cannot look for jobs");
-      for (std::size_t i = 0; i < r->elements; ++i) keys.push_back(text(r->element[i]));
-    }
-  }
-  std::vector<Record> candidates;
-  for (const std::string& key : keys) {
-    if (auto r = find(key); r && r->job) {
-      candidates.push_back(std::move(*r));
-    } else {
-      // Gone, expired or no longer a job: take it out of the indexes.
-      const Locked locked(impl_->mutex);
-      for (const std::string& queue : queues) {
-        (void)impl_->run(
-            {{"ZREM", impl_->ready_set(queue), key}, {"ZREM", impl_->lease_set(queue), key}},
-            "cannot clean a job index");
+  const std::size_t keys = look.size();
+  look.push_back(std::to_string(max + 2));
+  look.push_back(impl_->record_key(""));
+  // Workers that look at the same time see the same jobs; the one that loses a compare-and-set
+  // looks again (the winner's jobs are then leased, not due), so every round claims something.
+  for (int round = 0; round < 32 && leases.size() < max; ++round) {
+    std::vector<Record> candidates;
+    Record::time_point at;
+    {
+      Impl::Session session(*impl_);
+      const Reply r =
+          session.eval(kClaimLookScript, impl_->claim_look_sha, look, keys, "cannot look for jobs");
+      if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 || (r->elements - 2) % 4 != 0) {
+        impl_->fail("cannot look for jobs", "unexpected reply from the script");
+      }
+      at = server_time(r->element[0], r->element[1]);
+      impl_->saw_server_time(at);
+      for (std::size_t i = 2; i < r->elements; i += 4) {
+        const std::string key = text(r->element[i]);
+        Record record =
+            detail::decode_record(text(r->element[i + 1]), key, impl_->location(), format());
+        try {
+          record.version = std::stoull(text(r->element[i + 2]));
+          record.created =
+              Record::time_point(std::chrono::milliseconds(std::stoll(text(r->element[i + 3]))));
+        } catch (const std::exception&) {
+          continue;  // fields damaged behind the store's back: not a job to run
+        }
+        if (record.job && !is_expired(record) && detail::is_claimable(record, at) &&
+            std::find(queues.begin(), queues.end(), record.job->queue) != queues.end()) {
+          candidates.push_back(std::move(record));
+        }
       }
     }
+    if (candidates.empty()) break;
+    std::sort(candidates.begin(), candidates.end(), detail::claims_before);
+    candidates.resize(std::min(candidates.size(), max - leases.size()));
+    std::vector<JobWrite> writes;
+    for (Record& r : candidates) {
+      const std::uint64_t was = r.version;
+      detail::claim_job(r, worker, at, lease);
+      r.version = was + 1;
+      writes.push_back({&r, was, false});
+    }
+    const std::vector<bool> written = write_jobs(writes);
+    for (std::size_t i = 0; i < candidates.size(); ++i) {
+      if (!written[i]) continue;  // another worker was first
+      Record& r = candidates[i];
+      impl_->remember(r);
+      const std::uint64_t token = r.job->token;
+      const auto expires = *r.job->lease_expires;
+      std::string id = r.key;
+      leases.push_back(
+          {.id = std::move(id), .token = token, .record = std::move(r), .expires = expires});
+    }
   }
-  return detail::UpdateJobQueue(*this).claim(std::move(candidates), queues, worker, lease, max, at);
+  return leases;
 }
 
 LeaseState RedisStore::heartbeat(std::string_view id, std::uint64_t token,
                                  std::chrono::milliseconds lease) {
-  return detail::UpdateJobQueue(*this).heartbeat(id, token, lease, now());
+  LeaseState state = LeaseState::lost;
+  change_job(id, std::nullopt, [&](Record& r, Record::time_point at) {
+    state = detail::heartbeat_job(r, token, at, lease);
+    return state == LeaseState::held;
+  });
+  return state;
 }
 
 bool RedisStore::complete(std::string_view id, std::uint64_t token, const nlohmann::json& value) {
-  return detail::UpdateJobQueue(*this).complete(id, token, value, now());
+  return change_job(id, token, [&](Record& r, Record::time_point at) {
+    return detail::complete_job(r, token, value, at);
+  });
 }
 
 bool RedisStore::fail(std::string_view id, std::uint64_t token, const ErrorInfo& error,
                       bool retryable) {
-  return detail::UpdateJobQueue(*this).fail(id, token, error, retryable, now());
+  return change_job(id, token, [&](Record& r, Record::time_point at) {
+    return detail::fail_job(r, token, error, retryable, at);
+  });
 }
 
 bool RedisStore::release(std::string_view id, std::uint64_t token) {
-  return detail::UpdateJobQueue(*this).release(id, token, now());
+  return change_job(id, token, [&](Record& r, Record::time_point at) {
+    return detail::release_job(r, token, at);
+  });
 }
 
 bool RedisStore::cancel_job(std::string_view id) {
-  return detail::UpdateJobQueue(*this).cancel(id, now());
+  return change_job(id, std::nullopt,
+                    [&](Record& r, Record::time_point at) { return detail::cancel_job(r, at); });
 }
 
 void RedisStore::wait_for_jobs(std::span<const std::string> queues,
@@ -725,8 +1117,8 @@ void RedisStore::wait_for_jobs(std::span<const std::string> queues,
   }
   std::optional<std::int64_t> next_ms;
   {
-    const Locked locked(impl_->mutex);
-    for (const Reply& r : impl_->run(firsts, "cannot look for jobs")) {
+    Impl::Session session(*impl_);
+    for (const Reply& r : session.run(firsts, "cannot look for jobs")) {
       impl_->check(r, "cannot look for jobs");
       if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
         const auto ms = static_cast<std::int64_t>(std::stod(text(r->element[1])));

@@ -184,15 +184,18 @@ int Worker::run_until_signal() {
 }
 
 void Worker::Impl::claim_loop() {
-  const std::size_t limit =
-      options.concurrency +
-      (options.prefetch < 0 ? options.concurrency : static_cast<std::size_t>(options.prefetch));
+  const std::size_t ahead =
+      options.prefetch < 0 ? options.concurrency : static_cast<std::size_t>(options.prefetch);
+  const std::size_t limit = options.concurrency + ahead;
+  // Claims go out in batches of at least half the jobs claimed ahead: one round trip claims
+  // several. Until then every thread still has a job (more are held than run at once).
+  const std::size_t batch = std::max<std::size_t>(1, ahead / 2);
   auto backoff = std::chrono::milliseconds(10);  // after a store error
   for (;;) {
     std::size_t free = 0;
     {
       std::unique_lock lock(mutex);
-      slot_free.wait(lock, [&] { return stopping || held.size() < limit; });
+      slot_free.wait(lock, [&] { return stopping || held.size() + batch <= limit; });
       if (stopping) return;
       free = limit - held.size();
     }
@@ -225,8 +228,9 @@ void Worker::Impl::claim_loop() {
         ready.push_back(std::move(job));
       }
     }
+    // The heartbeat thread needs no word: it wakes within a heartbeat period anyway, and a new
+    // lease is first due a whole period after its claim.
     work_ready.notify_all();
-    beat_change.notify_one();
   }
 }
 
@@ -241,7 +245,7 @@ void Worker::Impl::execute_loop() {
       ready.pop_front();
       job->started = steady::now();
     }
-    beat_change.notify_one();  // its timeout, if any, starts now
+    if (job->lease.record.job->timeout) beat_change.notify_one();  // its timeout starts now
     execute(*job);
     {
       std::lock_guard lock(mutex);
