@@ -334,4 +334,30 @@ TEST(RedisStore, ACorruptRecordReadsAsFailedAndOtherKeysStillWork) {
   EXPECT_EQ(store->get("plain").value, 4);
 }
 
+// A job whose record was damaged behind the store's back reads as FAILED with the reason, leaves
+// the queue's index, and the claim goes on to the next job.
+TEST(RedisStore, ACorruptJobFailsWithTheReasonAndTheNextJobIsClaimed) {
+  RedisServer server;
+  auto store = RedisStore::open("127.0.0.1", server.port());
+  const std::vector<std::string> queues{"default"};
+  const std::string bad = store->enqueue({.function = "f", .options = {.priority = 9}});
+  const std::string good = store->enqueue({.function = "f"});
+  Raw raw(server.port());
+  raw.command({"HSET", "strand:r:" + bad, "record", std::string("\x01\xff\x02", 3)});
+  const auto leases = store->claim(queues, "w1", 30s, 1);
+  ASSERT_EQ(leases.size(), 1u);
+  EXPECT_EQ(leases[0].id, good);
+  const Record r = store->get(bad);
+  EXPECT_EQ(r.status, Status::failed);
+  ASSERT_TRUE(r.error);
+  EXPECT_EQ(r.error->type, "strand::DecodeError");
+  const std::string prefix =
+      "strand: the record of key \"" + bad + "\" in " + server.url() + " does not decode: ";
+  EXPECT_EQ(r.error->message.substr(0, prefix.size()), prefix) << r.error->message;
+  EXPECT_EQ(raw.command({"ZSCORE", "strand:q:default:ready", bad}), "(nil)");  // out of the queue
+  EXPECT_TRUE(store->claim(queues, "w1", 30s, 4).empty());                     // never claimed
+  EXPECT_TRUE(store->complete(good, leases[0].token, 1));
+  EXPECT_EQ(store->get(good).value, 1);
+}
+
 }  // namespace

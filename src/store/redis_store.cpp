@@ -1002,6 +1002,7 @@ std::vector<Lease> RedisStore::claim(std::span<const std::string> queues, std::s
   // looks again (the winner's jobs are then leased, not due), so every round claims something.
   for (int round = 0; round < 32 && leases.size() < max; ++round) {
     std::vector<Record> candidates;
+    std::vector<std::string> not_jobs;
     Record::time_point at;
     {
       Impl::Session session(*impl_);
@@ -1023,10 +1024,24 @@ std::vector<Lease> RedisStore::claim(std::span<const std::string> queues, std::s
         } catch (const std::exception&) {
           continue;  // fields damaged behind the store's back: not a job to run
         }
-        if (record.job && !is_expired(record) && detail::is_claimable(record, at) &&
+        if (!record.job) {
+          not_jobs.push_back(key);  // damaged (it does not decode): out of the indexes
+          continue;
+        }
+        if (!is_expired(record) && detail::is_claimable(record, at) &&
             std::find(queues.begin(), queues.end(), record.job->queue) != queues.end()) {
           candidates.push_back(std::move(record));
         }
+      }
+    }
+    if (!not_jobs.empty()) {
+      std::vector<Args> unindex;
+      for (const std::string& key : not_jobs) {
+        for (std::size_t k = 0; k < keys; ++k) unindex.push_back({"ZREM", look[k], key});
+      }
+      Impl::Session session(*impl_);
+      for (const Reply& reply : session.run(unindex, "cannot clean a job index")) {
+        impl_->check(reply, "cannot clean a job index");
       }
     }
     if (candidates.empty()) break;
