@@ -96,6 +96,20 @@ class WorkerFixture : public ::testing::Test {
 
   const std::string& url() const { return url_; }
 
+  // A worker built with a sanitizer reports there what it found (a data race, a leak, undefined
+  // behaviour): every worker's output is read at the end of each test.
+  void TearDown() override {
+    std::error_code error;
+    for (std::filesystem::directory_iterator it(dir_.path(), error), end; !error && it != end;
+         it.increment(error)) {
+      if (it->path().extension() != ".log") continue;
+      const std::string log = read_file(it->path());
+      EXPECT_EQ(log.find("Sanitizer"), std::string::npos) << it->path().filename() << ":\n" << log;
+      EXPECT_EQ(log.find("runtime error:"), std::string::npos) << it->path().filename() << ":\n"
+                                                               << log;
+    }
+  }
+
   // `strand worker` on the store, its output in <dir>/<name>.log. SIGTERM stops it gracefully.
   strand::RunningProcess start_worker(const std::string& name, const std::string& flags = "") {
     const std::string log = (dir_.path() / (name + ".log")).string();
