@@ -255,6 +255,29 @@ TEST_P(JobQueueTest, CancelledRunningJobIsToldAtItsHeartbeatAndItsResultDropped)
   EXPECT_EQ(r.job->history.back().outcome, "cancelled");
 }
 
+// A store may start complete from the record its claim wrote (no read); a change made since, by
+// this store object or another one on the same place, must still decide.
+TEST_P(JobQueueTest, CompleteDecidesOnTheRecordAsItIsNotAsItWasClaimed) {
+  const std::string id = queue_->enqueue({.function = "f"});
+  const Lease lease = claim_one();
+  store_->update(id, [](std::optional<Record> r) {  // a progress report, say
+    r->metadata["note"] = "written between the claim and the complete";
+    return r;
+  });
+  EXPECT_TRUE(queue_->complete(id, lease.token, 1));
+  const Record done = store_->get(id);
+  EXPECT_EQ(done.value, 1);
+  EXPECT_EQ(done.metadata["note"], "written between the claim and the complete");
+  if (GetParam() == "memory") return;  // every "memory:" store is a new one
+  const std::string other = queue_->enqueue({.function = "f"});
+  const Lease held = claim_one();
+  ASSERT_EQ(held.id, other);
+  EXPECT_TRUE(strand::job_queue(strand::open_store(store_->url()))->cancel_job(other));
+  EXPECT_FALSE(queue_->complete(other, held.token, 2));
+  EXPECT_FALSE(queue_->fail(other, held.token, {"std::runtime_error", "late"}));
+  EXPECT_EQ(store_->get(other).status, Status::cancelled);
+}
+
 TEST_P(JobQueueTest, IdempotencyKeyReturnsTheFirstJob) {
   const std::string first =
       queue_->enqueue({.function = "f", .args = {1}, .options = {.idempotency_key = "order-7"}});

@@ -4,6 +4,8 @@
 #include <random>
 #include <stdexcept>
 
+#include "../core/fork_hooks.hpp"
+
 namespace strand {
 
 std::string_view to_string(LeaseState state) noexcept {
@@ -239,13 +241,15 @@ std::vector<Lease> UpdateJobQueue::claim(std::vector<Record> candidates,
   for (const Record& candidate : candidates) {
     if (leases.size() >= max) break;
     std::optional<Record> claimed;
-    change(candidate.key, [&](Record& r) {
+    // Store::update may run the change more than once (Redis's is optimistic): a first run that
+    // claimed, then lost to another client's write, leaves `claimed` set; only the last run says.
+    const bool won = change(candidate.key, [&](Record& r) {
       if (!is_claimable(r, now)) return false;  // another worker was first
       claim_job(r, worker, now, lease);
       claimed = r;
       return true;
     });
-    if (!claimed) continue;
+    if (!won) continue;
     if (const auto stored = store_.find(candidate.key)) claimed->version = stored->version;
     const std::uint64_t token = claimed->job->token;
     const time_point expires = *claimed->job->lease_expires;
@@ -281,6 +285,27 @@ bool UpdateJobQueue::release(std::string_view id, std::uint64_t token, time_poin
 
 bool UpdateJobQueue::cancel(std::string_view id, time_point now) {
   return change(id, [&](Record& r) { return cancel_job(r, now); });
+}
+
+void HeldJobs::remember(const Record& record) {
+  const ForkQuiet quiet;
+  const std::lock_guard lock(mutex_);
+  if (held_.size() >= kKept) held_.clear();
+  held_.insert_or_assign(record.key, record);
+}
+
+void HeldJobs::forget(std::string_view key) {
+  const ForkQuiet quiet;
+  const std::lock_guard lock(mutex_);
+  if (const auto it = held_.find(std::string(key)); it != held_.end()) held_.erase(it);
+}
+
+std::optional<Record> HeldJobs::recall(std::string_view key, std::uint64_t token) {
+  const ForkQuiet quiet;
+  const std::lock_guard lock(mutex_);
+  const auto it = held_.find(std::string(key));
+  if (it == held_.end() || !it->second.job || it->second.job->token != token) return std::nullopt;
+  return it->second;
 }
 
 std::vector<Record> UpdateJobQueue::all_records() {

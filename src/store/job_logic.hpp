@@ -7,10 +7,12 @@
 
 #include <chrono>
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "strand/job_queue.hpp"
@@ -51,6 +53,24 @@ void claim_job(Record& record, std::string_view worker, time_point now,
 // a random factor in [0.5, 1.5), capped at one hour.
 [[nodiscard]] std::chrono::milliseconds retry_delay(std::chrono::milliseconds backoff,
                                                     int failures);
+
+// The jobs a store object claimed and still holds, as it last wrote them. complete, fail and
+// release start from them instead of reading and decoding the record again; their compare-and-set
+// on the version still guards the write, and one that finds the record changed (cancelled, or
+// claimed again by another worker) reads it and decides again. Bounded: forgotten all at once past
+// kKept (a worker that lost jobs it never finishes). Thread-safe, and fork-safe (a fork waits).
+class HeldJobs {
+ public:
+  static constexpr std::size_t kKept = 4096;
+  void remember(const Record& record);
+  void forget(std::string_view key);
+  // The held record of `key` if its lease token is `token`.
+  [[nodiscard]] std::optional<Record> recall(std::string_view key, std::uint64_t token);
+
+ private:
+  std::mutex mutex_;
+  std::unordered_map<std::string, Record> held_;
+};
 
 // A job queue on Store::update alone. Claim scans the store's records for claimable jobs (fine for
 // the filesystem and memory stores' sizes; SQLite and Redis use their indexes).

@@ -252,37 +252,12 @@ struct RedisStore::Impl {
   std::vector<std::unique_ptr<Connection>> idle;
   class Session;  // a borrowed connection (below)
 
-  // The jobs this store object claimed and still holds, as last written. complete, fail and
-  // release start from them instead of reading the record again, which saves a round trip per
-  // job; their compare-and-set still checks the version, and one that finds the record changed
-  // (cancelled, or claimed again by another worker) reads it and decides again. Bounded: forgotten
-  // all at once past kHeldKept (a worker that lost jobs it never finishes).
-  static constexpr std::size_t kHeldKept = 4096;
-  std::mutex held_mutex;  // guards `held`
-  std::unordered_map<std::string, Record> held;
+  detail::HeldJobs held;  // see job_logic.hpp
   // The server's clock minus this machine's, in microseconds, as last seen with a TIME reply: the
   // time of a change made from a held record (its completion time, its retry's run_at). Lease
   // expiries always come from a TIME read in the same round trip.
   std::atomic<std::int64_t> clock_offset_us{0};
 
-  void remember(const Record& record) {
-    const detail::ForkQuiet quiet;
-    const std::lock_guard lock(held_mutex);
-    if (held.size() >= kHeldKept) held.clear();
-    held.insert_or_assign(record.key, record);
-  }
-  void forget(std::string_view key) {
-    const detail::ForkQuiet quiet;
-    const std::lock_guard lock(held_mutex);
-    if (const auto it = held.find(std::string(key)); it != held.end()) held.erase(it);
-  }
-  std::optional<Record> recall(std::string_view key, std::uint64_t token) {
-    const detail::ForkQuiet quiet;
-    const std::lock_guard lock(held_mutex);
-    const auto it = held.find(std::string(key));
-    if (it == held.end() || !it->second.job || it->second.job->token != token) return std::nullopt;
-    return it->second;
-  }
   void saw_server_time(Record::time_point server) {
     clock_offset_us.store(std::chrono::duration_cast<std::chrono::microseconds>(
                               server - std::chrono::system_clock::now())
@@ -390,6 +365,11 @@ struct RedisStore::Impl {
   // then Reconnected is thrown once the connection is back. Error replies are returned as they are.
   std::vector<Reply> run(Connection& c, const std::vector<Args>& commands, std::string_view what,
                          bool resend = true) const {
+    // A server still loading its data set (restarted with an append-only file or a snapshot)
+    // accepts connections but answers every command LOADING and runs none of them: wait with
+    // back-off and send them again, for as long as a lost connection is retried.
+    auto loading_backoff = std::chrono::milliseconds(10);
+    const auto give_up = std::chrono::steady_clock::now() + redis.reconnect_timeout;
     for (;;) {
       ensure_connected(c, what);
       redisContext* ctx = c.ctx;
@@ -421,7 +401,17 @@ struct RedisStore::Impl {
           replies.emplace_back(static_cast<redisReply*>(r));
         }
       }
-      if (!lost) return replies;
+      if (!lost) {
+        const bool loading = std::all_of(replies.begin(), replies.end(), [](const Reply& r) {
+          return r->type == REDIS_REPLY_ERROR && text(r.get()).starts_with("LOADING");
+        });
+        if (!loading || std::chrono::steady_clock::now() + loading_backoff > give_up) {
+          return replies;
+        }
+        std::this_thread::sleep_for(loading_backoff);
+        loading_backoff = std::min(loading_backoff * 2, std::chrono::milliseconds(1000));
+        continue;
+      }
       drop(c);  // the next ensure_connected reconnects with back-off
       if (!resend) {
         ensure_connected(c, what);
@@ -907,7 +897,7 @@ bool RedisStore::change_job(std::string_view id, std::optional<std::uint64_t> he
                             Change&& change) {
   validate_key(id);
   const std::string rkey = impl_->record_key(id);
-  std::optional<Record> held = held_token ? impl_->recall(id, *held_token) : std::nullopt;
+  std::optional<Record> held = held_token ? impl_->held.recall(id, *held_token) : std::nullopt;
   for (;;) {
     std::optional<Record> current;
     Record::time_point at;
@@ -928,25 +918,25 @@ bool RedisStore::change_job(std::string_view id, std::optional<std::uint64_t> he
       impl_->saw_server_time(at);
     }
     if (!current || !current->job || is_expired(*current)) {
-      impl_->forget(id);
+      impl_->held.forget(id);
       return false;
     }
     Record next = *current;
     if (!change(next, at)) {
-      impl_->forget(id);
+      impl_->held.forget(id);
       return false;
     }
     next.version = current->version + 1;
     const JobWrite write{&next, current->version, true};
     if (write_jobs(std::span(&write, 1)).front()) {
       if (next.status == Status::running) {
-        impl_->remember(next);
+        impl_->held.remember(next);
       } else {
-        impl_->forget(id);
+        impl_->held.forget(id);
       }
       return true;
     }
-    impl_->forget(id);  // changed meanwhile: read it
+    impl_->held.forget(id);  // changed meanwhile: read it
   }
 }
 
@@ -1058,7 +1048,7 @@ std::vector<Lease> RedisStore::claim(std::span<const std::string> queues, std::s
     for (std::size_t i = 0; i < candidates.size(); ++i) {
       if (!written[i]) continue;  // another worker was first
       Record& r = candidates[i];
-      impl_->remember(r);
+      impl_->held.remember(r);
       const std::uint64_t token = r.job->token;
       const auto expires = *r.job->lease_expires;
       std::string id = r.key;

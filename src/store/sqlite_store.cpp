@@ -514,26 +514,54 @@ struct SqliteStore::Impl {
   // read (else all again: another write came between). The decoding, the change and the encoding
   // happen outside the lock, so threads sharing this store overlap them with each other's SQLite
   // work; the write itself is one autocommitted UPDATE. True if the record was changed.
+  // With `held_token`, a job this object claimed under that token starts from the record as the
+  // claim wrote it (detail::HeldJobs): no read, no decode.
   template <class Admit, class Change>
-  bool change_job(std::string_view id, Format format, Admit&& admit, Change&& change) {
+  bool change_job(std::string_view id, Format format, Admit&& admit, Change&& change,
+                  std::optional<std::uint64_t> held_token = std::nullopt) {
     validate_key(id);
+    std::optional<Record> from_claim = held_token ? held.recall(id, *held_token) : std::nullopt;
     for (;;) {
-      std::optional<Row> row;
+      Record r;
+      std::uint64_t version = 0;
       std::int64_t now = 0;
-      locked([&] {
-        now = now_ms();
-        row = load_row(id, admit);
-      });
-      if (!row) return false;
-      Record r = decode(*row, id, format);
-      if (!r.job || !change(r, from_unix_ms(now))) return false;
+      if (from_claim) {
+        r = std::move(*from_claim);
+        from_claim.reset();
+        version = r.version;
+        now = locked([&] { return now_ms(); });
+      } else {
+        std::optional<Row> row;
+        locked([&] {
+          now = now_ms();
+          row = load_row(id, admit);
+        });
+        if (!row) {
+          held.forget(id);
+          return false;
+        }
+        r = decode(*row, id, format);
+        version = row->version;
+      }
+      if (!r.job || !change(r, from_unix_ms(now))) {
+        held.forget(id);
+        return false;
+      }
       const std::string bytes = detail::encode_record(r, format);
-      if (locked([&] { return write_if_version(r, bytes, row->version); })) {
+      if (locked([&] { return write_if_version(r, bytes, version); })) {
+        if (r.status == Status::running) {
+          held.remember(r);
+        } else {
+          held.forget(id);
+        }
         notifier->notify(id);
         return true;
       }
+      held.forget(id);  // changed meanwhile: read it
     }
   }
+
+  detail::HeldJobs held;
 
   std::int64_t data_version() {
     sqlite3_stmt* s = st.data_version;
@@ -844,7 +872,10 @@ std::vector<Lease> SqliteStore::claim(std::span<const std::string> queues, std::
       return 0;
     });
   });
-  for (const Lease& l : leases) impl_->notifier->notify(l.id);
+  for (const Lease& l : leases) {
+    impl_->held.remember(l.record);
+    impl_->notifier->notify(l.id);
+  }
   for (const std::string& key : failed) impl_->notifier->notify(key);
   return leases;
 }
@@ -860,6 +891,7 @@ LeaseState SqliteStore::heartbeat(std::string_view id, std::uint64_t token,
                                   std::chrono::milliseconds lease) {
   validate_key(id);
   LeaseState state = LeaseState::lost;
+  std::optional<Record> renewed;
   impl_->locked([&] {
     impl_->transaction([&] {
       // The columns tell cancelled and lost apart; only a held lease is decoded and written.
@@ -871,10 +903,19 @@ LeaseState SqliteStore::heartbeat(std::string_view id, std::uint64_t token,
       if (!r) return 0;
       Record next = std::move(*r);
       state = detail::heartbeat_job(next, token, from_unix_ms(impl_->now_ms()), lease);
-      if (state == LeaseState::held) impl_->write(next, format());
+      if (state == LeaseState::held) {
+        impl_->write(next, format());
+        renewed = std::move(next);
+      }
       return 0;
     });
   });
+  // Outside the lock: HeldJobs takes a ForkQuiet of its own.
+  if (renewed) {
+    impl_->held.remember(*renewed);
+  } else {
+    impl_->held.forget(id);
+  }
   if (state == LeaseState::held) impl_->notifier->notify(id);
   return state;
 }
@@ -883,9 +924,8 @@ bool SqliteStore::complete(std::string_view id, std::uint64_t token, const nlohm
   return impl_->change_job(
       id, format(),
       [&](std::string_view status, std::int64_t t) { return running_under(status, t, token); },
-      [&](Record& r, Record::time_point now) {
-        return detail::complete_job(r, token, value, now);
-      });
+      [&](Record& r, Record::time_point now) { return detail::complete_job(r, token, value, now); },
+      token);
 }
 
 bool SqliteStore::fail(std::string_view id, std::uint64_t token, const ErrorInfo& error,
@@ -895,14 +935,15 @@ bool SqliteStore::fail(std::string_view id, std::uint64_t token, const ErrorInfo
       [&](std::string_view status, std::int64_t t) { return running_under(status, t, token); },
       [&](Record& r, Record::time_point now) {
         return detail::fail_job(r, token, error, retryable, now);
-      });
+      },
+      token);
 }
 
 bool SqliteStore::release(std::string_view id, std::uint64_t token) {
   return impl_->change_job(
       id, format(),
       [&](std::string_view status, std::int64_t t) { return running_under(status, t, token); },
-      [&](Record& r, Record::time_point now) { return detail::release_job(r, token, now); });
+      [&](Record& r, Record::time_point now) { return detail::release_job(r, token, now); }, token);
 }
 
 bool SqliteStore::cancel_job(std::string_view id) {
