@@ -162,6 +162,41 @@ TEST_F(WorkerTest, ALostLeaseStopsTheJobAndItsResultIsNotRecorded) {
   EXPECT_EQ(worker.stats().fenced, 1u);
 }
 
+// A job whose lease was taken over keeps running until its worker hears of it; meanwhile its
+// progress reports must not write over the new holder's.
+TEST_F(WorkerTest, AJobThatLostItsLeaseCannotReportProgress) {
+  Gate first_report;
+  Gate moved_on;
+  Gate second_report;
+  registry_.add("report", [&] {
+    EXPECT_TRUE(strand::report_progress(0.25, "mine"));
+    first_report.open();
+    EXPECT_TRUE(moved_on.wait_for(5s));
+    EXPECT_TRUE(strand::report_progress(0.75, "stale"));  // after the token moved on
+    second_report.open();
+    return 1;
+  });
+  const std::string id = queue_->enqueue({.function = "report"});
+  strand::Worker worker(store_, registry_, {});
+  ASSERT_TRUE(first_report.wait_for(5s));
+  EXPECT_EQ(store_->get(id).progress, 0.25);
+  // The token moves on, as with a claim by another worker after this lease ran out.
+  store_->update(id, [](std::optional<Record> r) -> std::optional<Record> {
+    if (!r || !r->job) return std::nullopt;
+    Record moved = std::move(*r);
+    moved.job->token += 1;
+    moved.progress = 0.5;
+    moved.progress_message = "the new holder's";
+    return moved;
+  });
+  moved_on.open();
+  ASSERT_TRUE(second_report.wait_for(5s));
+  worker.stop();
+  const Record r = store_->get(id);
+  EXPECT_EQ(r.progress, 0.5);
+  EXPECT_EQ(r.progress_message, "the new holder's");
+}
+
 TEST_F(WorkerTest, StopReleasesRunningJobsAfterTheGracePeriod) {
   Gate started;
   registry_.add("wait", [&](std::stop_token stop) {

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -41,10 +42,13 @@ bool report_progress(double fraction, std::string_view message = {});
 
 namespace detail {
 
-// The computation this thread is running, for report_progress.
+// The computation this thread is running, for report_progress. For a job, `job_token` is the
+// lease's token: progress is written only while the job is running under it (a worker whose
+// lease was taken over must not write over the new holder's progress).
 class ComputationScope {
  public:
-  ComputationScope(Store& store, std::string key);
+  ComputationScope(Store& store, std::string key,
+                   std::optional<std::uint64_t> job_token = std::nullopt);
   ~ComputationScope();
   ComputationScope(const ComputationScope&) = delete;
   ComputationScope& operator=(const ComputationScope&) = delete;
@@ -52,6 +56,7 @@ class ComputationScope {
  private:
   Store* previous_store_;
   std::string previous_key_;
+  std::optional<std::uint64_t> previous_token_;
 };
 
 // Waits for the computation as get_result does and returns its completed record; throws for the

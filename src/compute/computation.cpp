@@ -9,6 +9,7 @@ namespace {
 
 thread_local Store* current_store = nullptr;
 thread_local std::string current_key;
+thread_local std::optional<std::uint64_t> current_token;  // a job's lease token
 
 }  // namespace
 
@@ -16,8 +17,12 @@ bool report_progress(double fraction, std::string_view message) {
   if (current_store == nullptr) return false;
   fraction = std::clamp(fraction, 0.0, 1.0);
   (void)current_store->update(current_key, [&](std::optional<Record> r) -> std::optional<Record> {
-    // A finished record keeps what it has.
+    // A finished record keeps what it has; a job's, only its lease holder writes.
     if (r && is_terminal(r->status)) return std::nullopt;
+    if (current_token &&
+        (!r || !r->job || r->status != Status::running || r->job->token != *current_token)) {
+      return std::nullopt;
+    }
     if (!r) {
       r.emplace();
       r->status = Status::running;
@@ -31,12 +36,16 @@ bool report_progress(double fraction, std::string_view message) {
 
 namespace detail {
 
-ComputationScope::ComputationScope(Store& store, std::string key)
-    : previous_store_(current_store), previous_key_(std::exchange(current_key, std::move(key))) {
+ComputationScope::ComputationScope(Store& store, std::string key,
+                                   std::optional<std::uint64_t> job_token)
+    : previous_store_(current_store),
+      previous_key_(std::exchange(current_key, std::move(key))),
+      previous_token_(std::exchange(current_token, job_token)) {
   current_store = &store;
 }
 
 ComputationScope::~ComputationScope() {
+  current_token = previous_token_;
   current_store = previous_store_;
   current_key = std::move(previous_key_);
 }

@@ -261,7 +261,8 @@ void Worker::Impl::execute(Running& job) {
   std::optional<ErrorInfo> error;
   bool retryable = true;
   try {
-    const detail::ComputationScope scope(*store, job.lease.id);  // report_progress writes here
+    // report_progress writes here, while this lease holds the job.
+    const detail::ComputationScope scope(*store, job.lease.id, job.lease.token);
     if (options.isolation == Isolation::thread) {
       result = registry.call(spec.function, spec.args, job.stop.get_token());
     } else {
