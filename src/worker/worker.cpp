@@ -102,6 +102,8 @@ struct Worker::Impl {
               bool retryable);
   // Marks `job` as ended early for `why` (if it is still running as claimed) and stops it.
   bool end_early(Running& job, Verdict why);
+  // Releases a job this worker will not finish back to the queue (not a failure).
+  void give_back(const Running& job);
   void shutdown();
 };
 
@@ -396,6 +398,17 @@ void Worker::Impl::heartbeat_loop() {
   }
 }
 
+void Worker::Impl::give_back(const Running& job) {
+  try {
+    if (queue->release(job.lease.id, job.lease.token)) {
+      std::lock_guard lock(mutex);
+      ++stats.released;
+    }
+  } catch (const std::exception&) {
+    // The store is out of reach: the lease runs out and the job is claimed again.
+  }
+}
+
 void Worker::Impl::shutdown() {
   std::unique_lock lock(mutex);
   if (stopped) return;
@@ -415,15 +428,7 @@ void Worker::Impl::shutdown() {
     held.erase(job->lease.id);
   }
   lock.unlock();
-  for (auto& job : unstarted) {
-    try {
-      if (queue->release(job->lease.id, job->lease.token)) {
-        std::lock_guard relock(mutex);
-        ++stats.released;
-      }
-    } catch (const std::exception&) {
-    }
-  }
+  for (auto& job : unstarted) give_back(*job);
 
   // Running: a grace period to finish, then stopped and released.
   lock.lock();
@@ -432,14 +437,7 @@ void Worker::Impl::shutdown() {
   for (auto& [id, job] : held) late.push_back(job);
   lock.unlock();
   for (auto& job : late) {
-    if (!end_early(*job, Verdict::released)) continue;
-    try {
-      if (queue->release(job->lease.id, job->lease.token)) {
-        std::lock_guard relock(mutex);
-        ++stats.released;
-      }
-    } catch (const std::exception&) {
-    }
+    if (end_early(*job, Verdict::released)) give_back(*job);
   }
 
   lock.lock();
