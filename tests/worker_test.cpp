@@ -4,6 +4,7 @@
 #include "strand/worker.hpp"
 
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -276,18 +277,23 @@ TEST_F(WorkerTest, ProcessIsolationRunsEachJobInAChildAndSurvivesACrash) {
 }
 
 TEST_F(WorkerTest, ProcessIsolationKillsACancelledJob) {
-  registry_.add("forever", [] {
+  // The job's child says it has started through a pipe it inherits (a claimed job is RUNNING in
+  // its record before any child exists: cancelling then would only drop it at shutdown).
+  int started[2];
+  ASSERT_EQ(::pipe(started), 0);
+  registry_.add("forever", [fd = started[1]] {
+    (void)!::write(fd, "s", 1);
     for (;;) ::pause();
   });
   strand::StoreTaskWriter<void> forever(store_, "forever");
   auto handle = forever();
   strand::Worker worker(store_, registry_,
                         {.isolation = strand::Isolation::process, .lease = 60ms});
-  // Running once the record says so (a child has been started for it).
-  for (int i = 0; i < 500 && handle.status() != Status::running; ++i) {
-    std::this_thread::sleep_for(10ms);
-  }
-  ASSERT_EQ(handle.status(), Status::running);
+  pollfd ready{.fd = started[0], .events = POLLIN, .revents = 0};
+  ASSERT_EQ(::poll(&ready, 1, 5000), 1) << "the job's child never started";
+  ::close(started[0]);
+  ::close(started[1]);
+  EXPECT_EQ(handle.status(), Status::running);
   EXPECT_TRUE(handle.cancel());
   worker.stop();  // returns: the child was killed
   EXPECT_EQ(worker.stats().fenced, 1u);
