@@ -489,8 +489,10 @@ class Channel<T>::RecvAwaitable {
     }
     detail::Scheduler* scheduler = detail::current_scheduler;
     if (scheduler == nullptr) {
+      // Not thrown from here (see SleepFor): await_resume throws it, the coroutine never suspended.
       c.lock.unlock();
-      detail::throw_no_scheduler("Channel::recv");
+      no_scheduler_ = true;
+      return false;
     }
     keep_ = channel_->core_;
     waiter_.emplace(self, scheduler);
@@ -501,6 +503,7 @@ class Channel<T>::RecvAwaitable {
   }
   std::optional<T> await_resume() {
     resumed_ = true;
+    if (no_scheduler_) detail::throw_no_scheduler("Channel::recv");
     if (waiter_ && waiter_->selected() == detail::Waiter::kClosed) {
       throw ChannelClosed::destroyed();
     }
@@ -510,6 +513,7 @@ class Channel<T>::RecvAwaitable {
  private:
   Channel* channel_;
   bool resumed_ = false;
+  bool no_scheduler_ = false;
   std::shared_ptr<core_type> keep_;
   std::optional<T> out_;
   std::optional<detail::Waiter> waiter_;
@@ -551,7 +555,8 @@ class Channel<T>::SendAwaitable {
     detail::Scheduler* scheduler = detail::current_scheduler;
     if (scheduler == nullptr) {
       c.lock.unlock();
-      detail::throw_no_scheduler("Channel::send");
+      no_scheduler_ = true;  // see RecvAwaitable
+      return false;
     }
     keep_ = channel_->core_;
     waiter_.emplace(self, scheduler);
@@ -563,6 +568,7 @@ class Channel<T>::SendAwaitable {
   }
   void await_resume() {
     resumed_ = true;
+    if (no_scheduler_) detail::throw_no_scheduler("Channel::send");
     if (closed_) throw ChannelClosed();
     if (waiter_ && waiter_->selected() == detail::Waiter::kClosed) {
       throw keep_->destroyed ? ChannelClosed::destroyed() : ChannelClosed();
@@ -574,6 +580,7 @@ class Channel<T>::SendAwaitable {
   T value_;
   bool closed_ = false;
   bool resumed_ = false;
+  bool no_scheduler_ = false;
   std::shared_ptr<core_type> keep_;
   std::optional<detail::Waiter> waiter_;
   detail::WaitEntry entry_;

@@ -214,9 +214,13 @@ EventLoop& default_loop();
 
 // `co_await strand::sleep_for(10ms)`: resumes after the time passed; the loop runs others
 // meanwhile. Throws std::logic_error outside an EventLoop.
+//
+// The awaiters here check for their loop or scheduler in await_ready, before the coroutine
+// suspends: an exception thrown out of await_suspend is legal C++ but a path compilers have got
+// wrong, and a plain throw from the coroutine's body is not.
 struct SleepFor {
   std::chrono::nanoseconds duration;
-  [[nodiscard]] bool await_ready() const noexcept { return duration <= duration.zero(); }
+  [[nodiscard]] bool await_ready() const;  // throws std::logic_error outside an EventLoop
   void await_suspend(std::coroutine_handle<> self) const;
   void await_resume() const noexcept {}
 };
@@ -227,11 +231,12 @@ template <class Rep, class Period>
 
 // `co_await strand::yield()`: goes to the back of the scheduler's queue (asyncio.sleep(0)).
 struct Yield {
-  [[nodiscard]] bool await_ready() const noexcept { return false; }
+  [[nodiscard]] bool await_ready() const {
+    if (detail::current_scheduler == nullptr) detail::throw_no_scheduler("yield()");
+    return false;
+  }
   void await_suspend(std::coroutine_handle<> self) const {
-    detail::Scheduler* scheduler = detail::current_scheduler;
-    if (scheduler == nullptr) detail::throw_no_scheduler("yield()");
-    scheduler->schedule(self);
+    detail::current_scheduler->schedule(self);
   }
   void await_resume() const noexcept {}
 };
@@ -256,10 +261,13 @@ class HandleAwaitable {
     }
   }
 
-  bool await_ready() const { return handle_.ready(); }
+  bool await_ready() const {
+    if (handle_.ready()) return true;
+    if (current_scheduler == nullptr) throw_no_scheduler("co_await on a Handle");
+    return false;
+  }
   void await_suspend(std::coroutine_handle<> self) {
     Scheduler* scheduler = current_scheduler;
-    if (scheduler == nullptr) throw_no_scheduler("co_await on a Handle");
     link_ = std::make_shared<Link>();
     link_->coroutine = self;
     link_->scheduler = scheduler;

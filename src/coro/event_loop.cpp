@@ -39,12 +39,16 @@ PoolScheduler& PoolScheduler::of(ThreadPool& pool) {
 
 }  // namespace detail
 
-void SleepFor::await_suspend(std::coroutine_handle<> self) const {
-  EventLoop* loop = detail::current_loop;
-  if (loop == nullptr) {
+bool SleepFor::await_ready() const {
+  if (duration <= duration.zero()) return true;
+  if (detail::current_loop == nullptr) {
     throw std::logic_error("strand: sleep_for needs an EventLoop (this coroutine is not on one)");
   }
-  loop->schedule_at(std::chrono::steady_clock::now() + duration, self);
+  return false;
+}
+
+void SleepFor::await_suspend(std::coroutine_handle<> self) const {
+  detail::current_loop->schedule_at(std::chrono::steady_clock::now() + duration, self);
 }
 
 EventLoop::EventLoop() = default;
