@@ -151,6 +151,100 @@ TEST_P(JobQueueTest, CompleteRecordsTheResultOnce) {
   EXPECT_EQ(strand::ComputationHandle<int>(id, store_).get_result(1s), 42);
 }
 
+TEST_P(JobQueueTest, CompleteManyRecordsEachHeldJobAndRefusesTheRest) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i) ids.push_back(queue_->enqueue({.function = "f", .args = {i}}));
+  const auto leases = queue_->claim(default_queue_, "w1", 30s, 4);
+  ASSERT_EQ(leases.size(), 4u);
+  // Changed behind the claim's back (cancelled through another store object where there is one):
+  // its completion is refused, the others are recorded.
+  const auto other =
+      GetParam() == "memory" ? queue_ : strand::job_queue(strand::open_store(store_->url()));
+  ASSERT_TRUE(other->cancel_job(leases[2].id));
+  const nlohmann::json values[] = {10, 11, 12, 13};
+  std::vector<strand::JobQueue::Completion> completions;
+  for (std::size_t i = 0; i < 4; ++i) {
+    // The last with a stale token: fenced off.
+    const std::uint64_t token = i == 3 ? leases[i].token + 1 : leases[i].token;
+    completions.push_back({leases[i].id, token, &values[i]});
+  }
+  EXPECT_EQ(queue_->complete_many(completions), (std::vector<bool>{true, true, false, false}));
+  for (std::size_t i = 0; i < 2; ++i) {
+    const Record r = store_->get(leases[i].id);
+    EXPECT_EQ(r.status, Status::completed);
+    EXPECT_EQ(r.value, values[i]);
+    EXPECT_EQ(r.job->history.back().outcome, "completed");
+  }
+  EXPECT_EQ(store_->get(leases[2].id).status, Status::cancelled);
+  EXPECT_EQ(store_->get(leases[3].id).status, Status::running);
+  // Recorded once: a second time changes nothing.
+  EXPECT_EQ(queue_->complete_many(std::span(completions).first(1)), std::vector<bool>{false});
+  EXPECT_TRUE(queue_->complete_many({}).empty());
+}
+
+TEST_P(JobQueueTest, GetResultsReadsEveryResultInOrder) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i) ids.push_back(queue_->enqueue({.function = "f", .args = {i}}));
+  std::vector<strand::ComputationHandle<int>> handles;
+  for (const auto& id : ids) handles.emplace_back(id, store_);
+  // Without a timeout it does not wait.
+  EXPECT_THROW((void)strand::get_results(handles), strand::NotReady);
+  std::thread worker([&] {
+    // In reverse order, while get_results waits.
+    auto leases = queue_->claim(default_queue_, "w1", 30s, 5);
+    std::reverse(leases.begin(), leases.end());
+    for (const Lease& l : leases) {
+      queue_->complete(l.id, l.token, l.record.job->args[0].get<int>() * 10);
+    }
+  });
+  EXPECT_EQ(strand::get_results(handles, 5s), (std::vector<int>{0, 10, 20, 30, 40}));
+  worker.join();
+  EXPECT_EQ(strand::get_results(handles), (std::vector<int>{0, 10, 20, 30, 40}));
+  EXPECT_TRUE(strand::get_results(std::vector<strand::ComputationHandle<int>>{}).empty());
+}
+
+TEST_P(JobQueueTest, GetResultsThrowsTheFirstFailureInOrderAndTimesOut) {
+  const std::string done = queue_->enqueue({.function = "f"});
+  const std::string failed = queue_->enqueue({.function = "f"});
+  const std::string waiting = queue_->enqueue({.function = "f", .options = {.delay = 1h}});
+  auto leases = queue_->claim(default_queue_, "w1", 30s, 2);
+  ASSERT_EQ(leases.size(), 2u);
+  ASSERT_TRUE(queue_->complete(done, leases[0].id == done ? leases[0].token : leases[1].token, 1));
+  ASSERT_TRUE(queue_->fail(failed, leases[0].id == failed ? leases[0].token : leases[1].token,
+                           {"std::invalid_argument", "bad input"}, false));
+  std::vector<strand::ComputationHandle<int>> handles;
+  for (const auto& id : {done, failed, waiting}) handles.emplace_back(id, store_);
+  try {
+    (void)strand::get_results(handles, 50ms);
+    FAIL() << "expected the failure";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_STREQ(e.what(), "bad input");
+  }
+  handles.erase(handles.begin() + 1);
+  try {
+    (void)strand::get_results(handles, 50ms);
+    FAIL() << "expected Timeout";
+  } catch (const strand::Timeout& e) {
+    EXPECT_STREQ(e.what(), "strand: timed out after 50ms waiting for a task");
+  }
+}
+
+TEST_P(JobQueueTest, FindManyReadsEachKeyInOrder) {
+  const std::string a = queue_->enqueue({.function = "f", .args = {1}});
+  const std::string b = queue_->enqueue({.function = "f", .args = {2}});
+  const std::vector<std::string> keys{b, "missing-key", a};
+  const auto found = store_->find_many(keys);
+  ASSERT_EQ(found.size(), 3u);
+  ASSERT_TRUE(found[0] && found[2]);
+  EXPECT_FALSE(found[1]);
+  EXPECT_EQ(found[0]->key, b);
+  EXPECT_EQ(found[0]->job->args, nlohmann::json({2}));
+  EXPECT_EQ(found[2]->key, a);
+  EXPECT_TRUE(store_->find_many({}).empty());
+  const std::vector<std::string> bad{a, "no/slashes"};
+  EXPECT_THROW((void)store_->find_many(bad), strand::InvalidKey);
+}
+
 TEST_P(JobQueueTest, ExpiredLeaseIsClaimedAgainAndTheFirstWorkerIsFencedOff) {
   const std::string id = queue_->enqueue({.function = "f"});
   const Lease first = claim_one("w1", 100ms);

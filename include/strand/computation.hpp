@@ -21,9 +21,11 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "strand/handle.hpp"
 #include "strand/serialize.hpp"
@@ -64,10 +66,28 @@ class ComputationScope {
 Record finished_record(Store& store, const std::string& key, const Handle<void>* local,
                        std::optional<std::chrono::nanoseconds> timeout);
 
+// One computation for finished_records.
+struct Watched {
+  Store* store;
+  const std::string* key;
+  const Handle<void>* local;  // null for a re-attached handle
+};
+
+// finished_record of each, in order, sharing one timeout: reads the records in one batch per
+// store (Store::find_many), waits on the first unfinished one, then reads the rest again.
+std::vector<Record> finished_records(std::span<const Watched> computations,
+                                     std::optional<std::chrono::nanoseconds> timeout);
+
 // Marks the record cancelled unless it is finished; then `stop` (if any) stops the work itself.
 bool cancel_computation(Store& store, const std::string& key, const std::function<bool()>& stop);
 
 }  // namespace detail
+
+template <class T>
+class ComputationHandle;
+template <class T>
+std::vector<T> get_results(std::span<const ComputationHandle<T>> handles,
+                           std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
 
 template <class T>
 class ComputationHandle {
@@ -126,10 +146,43 @@ class ComputationHandle {
     }
   }
 
+  template <class U>
+  friend std::vector<U> get_results(std::span<const ComputationHandle<U>> handles,
+                                    std::optional<std::chrono::nanoseconds> timeout);
+
   std::string key_;
   std::shared_ptr<Store> store_;
   std::optional<Handle<void>> local_;
   std::function<bool()> stop_;
 };
+
+// The results of many computations, in order, with one timeout for them all. It waits for the
+// last one first (work mostly finishes in order), then reads the finished ones in one batch (one
+// round trip on Redis) instead of one read each, and waits again for the last one not finished.
+// Throws as get_result does for the first, in order, that failed or was cancelled; Timeout if the
+// time runs out first; without a timeout it does not wait: NotReady if one has not finished.
+//
+//   std::vector<long> squares = strand::get_results(square.map(calls), 30s);
+template <class T>
+std::vector<T> get_results(std::span<const ComputationHandle<T>> handles,
+                           std::optional<std::chrono::nanoseconds> timeout) {
+  static_assert(!std::is_void_v<T>, "strand: get_results of ComputationHandle<void> has no values");
+  std::vector<detail::Watched> watched;
+  watched.reserve(handles.size());
+  for (const ComputationHandle<T>& h : handles) {
+    watched.push_back({h.store_.get(), &h.key_, h.local_ ? &*h.local_ : nullptr});
+  }
+  std::vector<Record> records = detail::finished_records(watched, timeout);
+  std::vector<T> out;
+  out.reserve(records.size());
+  for (std::size_t i = 0; i < records.size(); ++i)
+    out.push_back(handles[i].decode_result(records[i]));
+  return out;
+}
+template <class T>
+std::vector<T> get_results(const std::vector<ComputationHandle<T>>& handles,
+                           std::optional<std::chrono::nanoseconds> timeout = std::nullopt) {
+  return get_results(std::span<const ComputationHandle<T>>(handles), timeout);
+}
 
 }  // namespace strand

@@ -122,6 +122,16 @@ class JobQueue {
   // Records the result (COMPLETED) if the job is still running under `token`; false otherwise,
   // and nothing is written.
   virtual bool complete(std::string_view id, std::uint64_t token, const nlohmann::json& value) = 0;
+  // One result for complete_many.
+  struct Completion {
+    std::string_view id;
+    std::uint64_t token = 0;
+    const nlohmann::json* value = nullptr;  // not null
+  };
+  // complete() for each of `completions`, in one transaction or round trip where the store can
+  // (SQLite, Redis); for each, whether it was recorded. A worker whose jobs finish together
+  // records them with this (group commit): one write lock or one round trip instead of many.
+  virtual std::vector<bool> complete_many(std::span<const Completion> completions);
   // Records a failed attempt if the job is running under `token`: QUEUED again after the backoff
   // while retries are left (and `retryable`), else FAILED with `error`. False if fenced off.
   virtual bool fail(std::string_view id, std::uint64_t token, const ErrorInfo& error,

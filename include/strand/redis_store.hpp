@@ -87,6 +87,9 @@ class RedisStore final : public Store, public JobQueue {
   // "redis://host:port/db", with "?prefix=..." when the prefix is not the default.
   [[nodiscard]] std::string url() const override;
   [[nodiscard]] std::optional<Record> find(std::string_view key) override;
+  // Every key in one round trip.
+  [[nodiscard]] std::vector<std::optional<Record>> find_many(
+      std::span<const std::string> keys) override;
   Record set(Record record) override;
   // Optimistic (WATCH/MULTI/EXEC): `f` may run more than once. See the top of this file.
   std::optional<Record> update(std::string_view key, const UpdateFn& f) override;
@@ -117,6 +120,7 @@ class RedisStore final : public Store, public JobQueue {
   LeaseState heartbeat(std::string_view id, std::uint64_t token,
                        std::chrono::milliseconds lease) override;
   bool complete(std::string_view id, std::uint64_t token, const nlohmann::json& value) override;
+  std::vector<bool> complete_many(std::span<const Completion> completions) override;
   bool fail(std::string_view id, std::uint64_t token, const ErrorInfo& error,
             bool retryable = true) override;
   bool release(std::string_view id, std::uint64_t token) override;

@@ -110,6 +110,7 @@ class SqliteStore final : public Store, public JobQueue {
   LeaseState heartbeat(std::string_view id, std::uint64_t token,
                        std::chrono::milliseconds lease) override;
   bool complete(std::string_view id, std::uint64_t token, const nlohmann::json& value) override;
+  std::vector<bool> complete_many(std::span<const Completion> completions) override;
   bool fail(std::string_view id, std::uint64_t token, const ErrorInfo& error,
             bool retryable = true) override;
   bool release(std::string_view id, std::uint64_t token) override;

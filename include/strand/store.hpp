@@ -25,6 +25,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -108,6 +109,9 @@ class Store {
   // The record, or nullopt if there is none (or it expired). A record that does not decode reads
   // as FAILED with a strand::DecodeError as its error; other keys are unaffected.
   [[nodiscard]] virtual std::optional<Record> find(std::string_view key) = 0;
+  // find() of each key, in order: in one round trip where the store can (Redis).
+  [[nodiscard]] virtual std::vector<std::optional<Record>> find_many(
+      std::span<const std::string> keys);
   // The record; a missing key reads as a pending record with that key.
   [[nodiscard]] Record get(std::string_view key);
   // Inserts or replaces; returns the record as written (with its version and created time).

@@ -24,6 +24,13 @@ std::string JobQueue::enqueue(const JobRequest& request) {
   return enqueue_many(std::span(&request, 1)).front();
 }
 
+std::vector<bool> JobQueue::complete_many(std::span<const Completion> completions) {
+  std::vector<bool> recorded;
+  recorded.reserve(completions.size());
+  for (const Completion& c : completions) recorded.push_back(complete(c.id, c.token, *c.value));
+  return recorded;
+}
+
 std::shared_ptr<JobQueue> job_queue(const std::shared_ptr<Store>& store) {
   if (!store) throw std::invalid_argument("strand: job_queue() of a null store");
   if (auto queue = std::dynamic_pointer_cast<JobQueue>(store)) return queue;

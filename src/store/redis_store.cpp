@@ -624,6 +624,29 @@ std::optional<Record> RedisStore::find(std::string_view key) {
   return record;
 }
 
+std::vector<std::optional<Record>> RedisStore::find_many(std::span<const std::string> keys) {
+  for (const std::string& key : keys) validate_key(key);
+  maybe_cleanup();
+  std::vector<Args> commands;
+  commands.reserve(keys.size());
+  for (const std::string& key : keys) {
+    commands.push_back({"HMGET", impl_->record_key(key), "record", "version", "created"});
+  }
+  std::vector<Reply> replies;
+  if (!commands.empty()) {
+    Impl::Session session(*impl_);
+    replies = session.run(commands, "cannot read a record");
+  }
+  std::vector<std::optional<Record>> records;
+  records.reserve(keys.size());
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    std::optional<Record> record = impl_->decode(replies[i], keys[i], format());
+    if (record && is_expired(*record)) record.reset();
+    records.push_back(std::move(record));
+  }
+  return records;
+}
+
 Record RedisStore::set(Record record) {
   validate_key(record.key);
   maybe_cleanup();
@@ -1073,6 +1096,54 @@ bool RedisStore::complete(std::string_view id, std::uint64_t token, const nlohma
   return change_job(id, token, [&](Record& r, Record::time_point at) {
     return detail::complete_job(r, token, value, at);
   });
+}
+
+std::vector<bool> RedisStore::complete_many(std::span<const Completion> completions) {
+  // Jobs this object claimed are changed from the records their claims wrote and written in one
+  // round trip, each a compare-and-set on its version; the rest (not held here, or changed
+  // meanwhile) go through complete() one by one.
+  std::vector<bool> recorded(completions.size(), false);
+  std::vector<std::size_t> alone;  // indexes for complete()
+  std::vector<std::size_t> indexes;
+  std::vector<Record> records;
+  const auto at = impl_->estimated_server_time();
+  for (std::size_t i = 0; i < completions.size(); ++i) {
+    const Completion& c = completions[i];
+    validate_key(c.id);
+    std::optional<Record> r = impl_->held.recall(c.id, c.token);
+    if (!r || !r->job || is_expired(*r)) {
+      alone.push_back(i);
+      continue;
+    }
+    Record next = *r;
+    if (!detail::complete_job(next, c.token, *c.value, at)) {
+      impl_->held.forget(c.id);
+      continue;  // refused, as complete() would refuse it: false
+    }
+    next.version = r->version + 1;
+    indexes.push_back(i);
+    records.push_back(std::move(next));
+  }
+  if (!records.empty()) {
+    std::vector<JobWrite> writes;
+    writes.reserve(records.size());
+    // The expected version is the one before this change.
+    for (const Record& r : records) writes.push_back({&r, r.version - 1, true});
+    const std::vector<bool> written = write_jobs(writes);
+    for (std::size_t k = 0; k < indexes.size(); ++k) {
+      const std::size_t i = indexes[k];
+      impl_->held.forget(completions[i].id);
+      if (written[k]) {
+        recorded[i] = true;
+      } else {
+        alone.push_back(i);  // changed meanwhile: read it
+      }
+    }
+  }
+  for (const std::size_t i : alone) {
+    recorded[i] = complete(completions[i].id, completions[i].token, *completions[i].value);
+  }
+  return recorded;
 }
 
 bool RedisStore::fail(std::string_view id, std::uint64_t token, const ErrorInfo& error,

@@ -928,6 +928,63 @@ bool SqliteStore::complete(std::string_view id, std::uint64_t token, const nlohm
       token);
 }
 
+std::vector<bool> SqliteStore::complete_many(std::span<const Completion> completions) {
+  // Jobs this object claimed are changed from the records their claims wrote, encoded outside the
+  // lock and written in one transaction, each a compare-and-set on its version. The rest (not held
+  // here, or changed meanwhile) go through complete() one by one.
+  std::vector<bool> recorded(completions.size(), false);
+  std::vector<std::size_t> alone;  // indexes for complete()
+  struct Held {
+    std::size_t index;
+    Record record;
+    std::uint64_t version;
+    std::string bytes;
+  };
+  std::vector<Held> held;
+  for (std::size_t i = 0; i < completions.size(); ++i) {
+    validate_key(completions[i].id);
+    if (std::optional<Record> r = impl_->held.recall(completions[i].id, completions[i].token)) {
+      const std::uint64_t version = r->version;
+      held.push_back({i, std::move(*r), version, {}});
+    } else {
+      alone.push_back(i);
+    }
+  }
+  if (!held.empty()) {
+    const auto now = from_unix_ms(impl_->locked([&] { return impl_->now_ms(); }));
+    std::erase_if(held, [&](Held& h) {
+      const Completion& c = completions[h.index];
+      if (!h.record.job || !detail::complete_job(h.record, c.token, *c.value, now)) {
+        impl_->held.forget(c.id);
+        return true;  // refused, as complete() would refuse it: false
+      }
+      h.bytes = detail::encode_record(h.record, format());
+      return false;
+    });
+    impl_->locked([&] {
+      impl_->transaction([&] {
+        for (Held& h : held) {
+          recorded[h.index] = impl_->write_if_version(h.record, h.bytes, h.version);
+        }
+        return 0;
+      });
+    });
+    for (const Held& h : held) {
+      const std::string_view id = completions[h.index].id;
+      impl_->held.forget(id);
+      if (recorded[h.index]) {
+        impl_->notifier->notify(id);
+      } else {
+        alone.push_back(h.index);  // changed meanwhile: read it
+      }
+    }
+  }
+  for (const std::size_t i : alone) {
+    recorded[i] = complete(completions[i].id, completions[i].token, *completions[i].value);
+  }
+  return recorded;
+}
+
 bool SqliteStore::fail(std::string_view id, std::uint64_t token, const ErrorInfo& error,
                        bool retryable) {
   return impl_->change_job(

@@ -158,6 +158,13 @@ std::string Store::create_key() {
   return buf;
 }
 
+std::vector<std::optional<Record>> Store::find_many(std::span<const std::string> keys) {
+  std::vector<std::optional<Record>> out;
+  out.reserve(keys.size());
+  for (const std::string& key : keys) out.push_back(find(key));
+  return out;
+}
+
 Record Store::get(std::string_view key) {
   if (auto found = find(key)) return std::move(*found);
   Record r;

@@ -49,9 +49,10 @@ struct Running {
 
   Lease lease;
   std::stop_source stop;
-  steady::time_point renewed = steady::now();   // when its lease was last extended
-  std::optional<steady::time_point> started;    // set when an executor takes it
-  Verdict verdict = Verdict::none;              // guarded by the worker's mutex
+  steady::time_point renewed = steady::now();  // when its lease was last extended
+  std::optional<steady::time_point> started;   // set when an executor takes it
+  Verdict verdict = Verdict::none;             // guarded by the worker's mutex
+  bool finished = false;  // guarded by the worker's mutex: ran to its end, its result to record
   std::optional<Handle<nlohmann::json>> child;  // the child process, with Isolation::process
 };
 
@@ -90,6 +91,16 @@ struct Worker::Impl {
   Stats stats;
   std::stop_source claim_stop;  // wakes the claimer out of wait_for_jobs
 
+  // Group commit of results: an executor whose job completed queues its result here; one executor
+  // at a time records what is queued with one complete_many (one transaction or round trip), while
+  // the others go on to their next job. A job stays held (its lease renewed) until recorded.
+  struct Finished {
+    std::shared_ptr<Running> job;
+    nlohmann::json result;
+  };
+  std::vector<Finished> to_record;  // guarded by mutex
+  bool recording = false;           // guarded by mutex: an executor is recording to_record
+
   std::thread claimer;
   std::thread heartbeat;
   std::vector<std::thread> executors;
@@ -97,9 +108,12 @@ struct Worker::Impl {
   void claim_loop();
   void execute_loop();
   void heartbeat_loop();
-  void execute(Running& job);
+  // Runs the job; true if its result was queued in to_record (it stays held until recorded).
+  bool execute(const std::shared_ptr<Running>& job);
   void record(Running& job, const nlohmann::json* result, const std::optional<ErrorInfo>& error,
               bool retryable);
+  // Records to_record (and what is queued meanwhile) unless another executor is recording it.
+  void record_finished();
   // Marks `job` as ended early for `why` (if it is still running as claimed) and stops it.
   bool end_early(Running& job, Verdict why);
   // Releases a job this worker will not finish back to the queue (not a failure).
@@ -248,7 +262,10 @@ void Worker::Impl::execute_loop() {
       job->started = steady::now();
     }
     if (job->lease.record.job->timeout) beat_change.notify_one();  // its timeout starts now
-    execute(*job);
+    if (execute(job)) {
+      record_finished();
+      continue;
+    }
     {
       std::lock_guard lock(mutex);
       held.erase(job->lease.id);
@@ -257,7 +274,47 @@ void Worker::Impl::execute_loop() {
   }
 }
 
-void Worker::Impl::execute(Running& job) {
+void Worker::Impl::record_finished() {
+  std::unique_lock lock(mutex);
+  if (recording) return;  // the executor recording now takes ours too
+  recording = true;
+  while (!to_record.empty()) {
+    std::vector<Finished> batch;
+    batch.swap(to_record);
+    // Cancelled or lost meanwhile (a released job is never queued here): nothing to record.
+    std::erase_if(batch, [&](const Finished& f) {
+      if (f.job->verdict == Verdict::none) return false;
+      ++stats.fenced;
+      held.erase(f.job->lease.id);
+      return true;
+    });
+    lock.unlock();
+    std::vector<JobQueue::Completion> completions;
+    completions.reserve(batch.size());
+    for (const Finished& f : batch) {
+      completions.push_back({f.job->lease.id, f.job->lease.token, &f.result});
+    }
+    std::vector<bool> recorded;
+    try {
+      if (!completions.empty()) recorded = queue->complete_many(completions);
+    } catch (const std::exception&) {
+      // The store failed for good: the leases will run out and the jobs run again (at least once).
+    }
+    recorded.resize(batch.size(), false);
+    lock.lock();
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      ++(recorded[i] ? stats.completed : stats.fenced);
+      held.erase(batch[i].job->lease.id);
+    }
+    lock.unlock();
+    slot_free.notify_all();
+    lock.lock();
+  }
+  recording = false;
+}
+
+bool Worker::Impl::execute(const std::shared_ptr<Running>& running) {
+  Running& job = *running;
   const Job& spec = *job.lease.record.job;
   nlohmann::json result;
   std::optional<ErrorInfo> error;
@@ -292,7 +349,16 @@ void Worker::Impl::execute(Running& job) {
   } catch (...) {
     error = error_info(std::current_exception());
   }
+  if (!error) {
+    std::lock_guard lock(mutex);
+    if (job.verdict == Verdict::none) {
+      job.finished = true;  // its timeout no longer applies
+      to_record.push_back({running, std::move(result)});
+      return true;
+    }
+  }
   record(job, error ? nullptr : &result, error, retryable);
+  return false;
 }
 
 void Worker::Impl::record(Running& job, const nlohmann::json* result,
@@ -352,7 +418,7 @@ void Worker::Impl::heartbeat_loop() {
         next = std::min(next, renew_at);
       }
       const auto& timeout = job->lease.record.job->timeout;
-      if (timeout && job->started) {
+      if (timeout && job->started && !job->finished) {
         const auto due = *job->started + *timeout;
         if (due <= now) {
           expired.push_back(job);
@@ -434,7 +500,9 @@ void Worker::Impl::shutdown() {
   lock.lock();
   slot_free.wait_until(lock, steady::now() + options.shutdown_grace, [&] { return held.empty(); });
   std::vector<std::shared_ptr<Running>> late;
-  for (auto& [id, job] : held) late.push_back(job);
+  for (auto& [id, job] : held) {
+    if (!job->finished) late.push_back(job);  // a finished one is being recorded: let it be
+  }
   lock.unlock();
   for (auto& job : late) {
     if (end_early(*job, Verdict::released)) give_back(*job);
