@@ -24,8 +24,9 @@ int main(int argc, char** argv) {
   strand::StoreTaskWriter<long> square(store, "square", {.priority = 1});
   std::vector<std::tuple<long>> calls;
   for (long i = 0; i < 100; ++i) calls.emplace_back(i);
+  // get_results waits for them all and reads the finished ones in one batch (one round trip).
   long sum = 0;
-  for (auto& handle : square.map(calls)) sum += handle.get_result(30s);
+  for (const long v : strand::get_results(square.map(calls), 30s)) sum += v;
 
   std::cout << "word_count: " << words.get_result(30s) << "\n";
   std::cout << "sum of squares 0..99: " << sum << "\n";

@@ -183,12 +183,18 @@ class ChannelCore {
     settle_locked();
   }
 
+  // Whether the channel was destroyed (taking the lock).
+  bool destroyed_now() noexcept {
+    std::lock_guard guard(lock);
+    return destroyed;
+  }
+
   // Closes; with `destroying`, every waiter wakes with Waiter::kClosed (and throws), otherwise
   // receivers wake with nothing (their optional stays empty) and senders with kClosed.
   void close_locked(bool destroying) noexcept {
     enter_slow_locked();  // for good: closing is checked under the lock
     closed = true;
-    destroyed = destroyed || destroying;
+    if (destroying) destroyed = true;
     while (WaitEntry* e = receivers.pop()) {
       if (e->waiter->try_select(destroying ? Waiter::kClosed : e->index)) e->waiter->notify();
     }
@@ -402,7 +408,8 @@ class Channel {
       return false;
     }
     if (outcome == detail::Waiter::kClosed) {
-      throw c.destroyed ? ChannelClosed::destroyed() : ChannelClosed();
+      // Read under the lock: a later close() or the destructor may write it meanwhile.
+      throw c.destroyed_now() ? ChannelClosed::destroyed() : ChannelClosed();
     }
     return true;
   }
@@ -571,7 +578,7 @@ class Channel<T>::SendAwaitable {
     if (no_scheduler_) detail::throw_no_scheduler("Channel::send");
     if (closed_) throw ChannelClosed();
     if (waiter_ && waiter_->selected() == detail::Waiter::kClosed) {
-      throw keep_->destroyed ? ChannelClosed::destroyed() : ChannelClosed();
+      throw keep_->destroyed_now() ? ChannelClosed::destroyed() : ChannelClosed();
     }
   }
 

@@ -9,7 +9,9 @@
 // A worker claims jobs in batches (one transaction or round trip for several), runs each on one of
 // `concurrency` threads of its own (or, with Isolation::process, in a forked child per job, which a
 // crash or a cancel cannot take the worker down with), and records the result or the failure
-// through the job queue, where the job's fencing token decides whether it still may. A heartbeat
+// through the job queue, where the job's fencing token decides whether it still may. Results of
+// jobs that finish together are recorded together (JobQueue::complete_many: one transaction or
+// round trip), by one thread while the others go on to their next job. A heartbeat
 // thread, which no job code runs on, extends the leases of running jobs; it also learns there that
 // a job was cancelled or its lease lost (its stop token is then requested, or its child killed) and
 // enforces each job's timeout.
