@@ -364,6 +364,13 @@ TEST_F(Process, TheChildCanUseTheDefaultPool) {
 #ifdef STRAND_TSAN
   GTEST_SKIP() << "ThreadSanitizer does not support starting threads after a multithreaded fork";
 #endif
+#ifdef STRAND_ASAN
+  // GCC 12's AddressSanitizer allocator has no fork handlers: a lock that another of the parent's
+  // threads held at the fork stays held in the child, whose new threads then wait on it forever
+  // (seen: the child's pool workers blocked in SizeClassAllocator64::GetFromAllocator). glibc's
+  // malloc, which a real program uses, is made safe across fork.
+  GTEST_SKIP() << "AddressSanitizer's allocator is not fork-safe in a multithreaded process";
+#endif
   (void)strand::default_pool().submit([] { return 1; }).get();  // the parent's pool exists
   auto nested = strand::as_task(
       strand::process, [] { return strand::default_pool().submit([] { return 6 * 7; }).get(2s); });
