@@ -73,8 +73,9 @@ struct Watched {
   const Handle<void>* local;  // null for a re-attached handle
 };
 
-// finished_record of each, in order, sharing one timeout: reads the records in one batch per
-// store (Store::find_many), waits on the first unfinished one, then reads the rest again.
+// finished_record of each, in order, sharing one timeout: waits for the last one, reads the
+// unfinished records in one batch per store (Store::find_many), then waits for the last one still
+// unfinished and reads again (see get_results).
 std::vector<Record> finished_records(std::span<const Watched> computations,
                                      std::optional<std::chrono::nanoseconds> timeout);
 

@@ -1115,12 +1115,13 @@ std::vector<bool> RedisStore::complete_many(std::span<const Completion> completi
       alone.push_back(i);
       continue;
     }
-    Record next = *r;
+    const std::uint64_t was = r->version;
+    Record next = std::move(*r);  // recall gave a copy of its own: no second copy
     if (!detail::complete_job(next, c.token, *c.value, at)) {
       impl_->held.forget(c.id);
       continue;  // refused, as complete() would refuse it: false
     }
-    next.version = r->version + 1;
+    next.version = was + 1;
     indexes.push_back(i);
     records.push_back(std::move(next));
   }
