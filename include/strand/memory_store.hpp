@@ -4,7 +4,9 @@
 //   auto fn = strand::async_compute(f, {.store = store});
 //
 // The fastest store, for tests and for work that need not outlive the process: shared by every
-// handle to it, gone at exit. `update` holds one mutex; waiters wake on a condition variable.
+// handle to it, gone at exit. Records are split in shards by key, each with its own mutex, so
+// threads writing different records rarely wait for each other; waiters wake on a condition
+// variable.
 #pragma once
 
 #include <memory>
@@ -34,6 +36,7 @@ class MemoryStore final : public Store, public JobQueue {
   [[nodiscard]] std::optional<Record> find(std::string_view key) override;
   Record set(Record record) override;
   std::optional<Record> update(std::string_view key, const UpdateFn& f) override;
+  std::vector<bool> finish_many(std::span<const Outcome> outcomes) override;
   bool erase(std::string_view key) override;
   [[nodiscard]] std::vector<std::string> keys() override;
   [[nodiscard]] std::size_t size() override;
