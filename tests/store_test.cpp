@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <set>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -248,6 +249,67 @@ TEST_P(StoreTest, AnUpdateThatThrowsWritesNothingAndLeavesTheStoreUsable) {
   EXPECT_EQ(store->get("k").metadata["n"], 2);
 }
 
+TEST_P(StoreTest, FinishManyRecordsOutcomesButLeavesFinishedRecords) {
+  auto store = open();
+  const Record launched = store->set(
+      {.key = "ok", .status = Status::running, .metadata = {{"function", "f"}}, .progress = 0.5});
+  store->set({.key = "bad", .status = Status::running});
+  store->set({.key = "cancelled", .status = Status::cancelled, .completed = ms_ago(1s)});
+  const nlohmann::json value = {{"answer", 42}};
+  const strand::ErrorInfo error{"std::out_of_range", "index 7"};
+  const auto at = ms_ago(0ms);
+  const std::vector<strand::Outcome> outcomes = {
+      {.key = "ok", .value = &value, .completed = at},
+      {.key = "bad", .error = &error, .completed = at},
+      {.key = "cancelled", .value = &value, .completed = at},
+      {.key = "missing", .value = &value, .completed = at},
+  };
+  EXPECT_EQ(store->finish_many(outcomes), (std::vector<bool>{true, true, false, true}));
+
+  const Record ok = store->get("ok");
+  EXPECT_EQ(ok.status, Status::completed);
+  EXPECT_EQ(ok.value, value);
+  EXPECT_EQ(ok.progress, 1.0);
+  EXPECT_EQ(ok.completed, at);
+  EXPECT_EQ(ok.metadata, (nlohmann::json{{"function", "f"}})) << "the rest is kept";
+  EXPECT_EQ(ok.version, launched.version + 1);
+  EXPECT_EQ(ok.created, launched.created);
+  const Record bad = store->get("bad");
+  EXPECT_EQ(bad.status, Status::failed);
+  EXPECT_EQ(bad.error, error);
+  EXPECT_EQ(bad.value, nlohmann::json());
+  const Record cancelled = store->get("cancelled");
+  EXPECT_EQ(cancelled.status, Status::cancelled);
+  EXPECT_EQ(cancelled.value, nlohmann::json());
+  EXPECT_EQ(cancelled.version, 1u);
+  const Record missing = store->get("missing");
+  EXPECT_EQ(missing.status, Status::completed) << "a missing record is created";
+  EXPECT_EQ(missing.version, 1u);
+}
+
+TEST_P(StoreTest, WriteManySetsTheRecordsThenRecordsTheOutcomes) {
+  auto store = open();
+  store->set({.key = "old", .status = Status::running});
+  std::vector<Record> records = {{.key = "a", .status = Status::running},
+                                 {.key = "old", .status = Status::running, .progress = 0.25}};
+  const nlohmann::json value = 3;
+  const std::vector<strand::Outcome> outcomes = {{.key = "a", .value = &value, .completed = {}}};
+  EXPECT_EQ(store->write_many(records, outcomes), std::vector<bool>{true});
+  EXPECT_EQ(records[0].version, 1u) << "stamped in place, as set() returns it";
+  EXPECT_NE(records[0].created, Record::time_point{});
+  EXPECT_EQ(records[1].version, 2u);
+  const Record a = store->get("a");
+  EXPECT_EQ(a.status, Status::completed) << "the outcome comes after the record it finishes";
+  EXPECT_EQ(a.value, 3);
+  EXPECT_EQ(a.version, 2u);
+  EXPECT_EQ(store->get("old").progress, 0.25);
+  EXPECT_EQ(store->write_many({}, {}), std::vector<bool>{});
+}
+
+TEST_P(StoreTest, OnlyTheSqliteStoreGroupsWrites) {
+  EXPECT_EQ(open()->groups_writes(), std::string(GetParam().name) == "sqlite");
+}
+
 TEST_P(StoreTest, WaitTerminalWakesForAnotherThreadsWrite) {
   auto store = open();
   store->set({.key = "job", .status = Status::running});
@@ -291,6 +353,14 @@ TEST_P(StoreTest, AnInvalidKeyIsRefusedByEveryOperation) {
   expect_invalid([&] { store->update("a/b", [](std::optional<Record> r) { return r; }); });
   expect_invalid([&] { store->erase("a/b"); });
   expect_invalid([&] { store->wait_terminal("a/b", std::chrono::steady_clock::now()); });
+  expect_invalid([&] {
+    const strand::Outcome outcome{.key = "a/b"};
+    store->finish_many(std::span(&outcome, 1));
+  });
+  expect_invalid([&] {
+    Record r{.key = "a/b"};
+    store->write_many(std::span(&r, 1), {});
+  });
   EXPECT_EQ(store->size(), 0u);
 }
 

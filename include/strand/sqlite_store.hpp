@@ -94,8 +94,14 @@ class SqliteStore final : public Store, public JobQueue {
   // "sqlite:///canonical/path.db".
   [[nodiscard]] std::string url() const override;
   [[nodiscard]] std::optional<Record> find(std::string_view key) override;
+  [[nodiscard]] std::vector<std::optional<Record>> find_many(
+      std::span<const std::string> keys) override;
   Record set(Record record) override;
   std::optional<Record> update(std::string_view key, const UpdateFn& f) override;
+  std::vector<bool> finish_many(std::span<const Outcome> outcomes) override;
+  std::vector<bool> write_many(std::span<Record> records,
+                               std::span<const Outcome> outcomes) override;
+  [[nodiscard]] bool groups_writes() const noexcept override { return true; }
   bool erase(std::string_view key) override;
   [[nodiscard]] std::vector<std::string> keys() override;
   [[nodiscard]] std::size_t size() override;

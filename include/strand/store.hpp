@@ -75,6 +75,14 @@ class StoreError : public Error {
   using Error::Error;
 };
 
+// What a finished computation writes over its record (see Store::finish_many).
+struct Outcome {
+  std::string_view key{};
+  const nlohmann::json* value = nullptr;  // the result, when it completed
+  const ErrorInfo* error = nullptr;       // why it failed, when it failed
+  Record::time_point completed{};
+};
+
 // Throws InvalidKey if `key` cannot name a record.
 void validate_key(std::string_view key);
 
@@ -120,6 +128,21 @@ class Store {
   // one, or nullopt to write nothing. Returns what is stored afterwards (nullopt if nothing).
   // `f` runs while the store is locked: it must not call the store itself.
   virtual std::optional<Record> update(std::string_view key, const UpdateFn& f) = 0;
+  // Records each outcome unless its record is already finished (cancelled meanwhile, which is then
+  // left as it is): the record becomes completed (with the value, progress 1) or failed (with the
+  // error), stamped with its completed time; a missing record is created so. True where written.
+  // The default runs update() for each; MemoryStore changes the records in place, SqliteStore
+  // writes them all in one transaction.
+  virtual std::vector<bool> finish_many(std::span<const Outcome> outcomes);
+  // set() of each record (each stamped in place with its version and created time, as set()
+  // returns it), then finish_many(outcomes): in one transaction where the store has them
+  // (SqliteStore), so that the launch of one computation and the outcomes of others share a
+  // commit. Returns finish_many's flags. The default calls set(), then finish_many().
+  virtual std::vector<bool> write_many(std::span<Record> records,
+                                       std::span<const Outcome> outcomes);
+  // Whether writes given together to write_many cost less than given one by one (one commit for
+  // them all), so that a caller gains by gathering them.
+  [[nodiscard]] virtual bool groups_writes() const noexcept { return false; }
   // True if there was a record.
   virtual bool erase(std::string_view key) = 0;
   [[nodiscard]] virtual std::vector<std::string> keys() = 0;

@@ -153,6 +153,7 @@ struct SqliteStore::Impl {
     sqlite3_stmt* count = nullptr;
     sqlite3_stmt* cleanup = nullptr;
     sqlite3_stmt* begin = nullptr;
+    sqlite3_stmt* begin_read = nullptr;
     sqlite3_stmt* commit = nullptr;
     sqlite3_stmt* rollback = nullptr;
     sqlite3_stmt* data_version = nullptr;
@@ -169,8 +170,8 @@ struct SqliteStore::Impl {
 
   void close() noexcept {
     for (sqlite3_stmt* s :
-         {st.find, st.upsert, st.erase, st.keys, st.count, st.cleanup, st.begin, st.commit,
-          st.rollback, st.data_version, st.now, st.insert_job, st.update_if_version,
+         {st.find, st.upsert, st.erase, st.keys, st.count, st.cleanup, st.begin, st.begin_read,
+          st.commit, st.rollback, st.data_version, st.now, st.insert_job, st.update_if_version,
           st.claim_queued, st.claim_expired, st.next_run_at, st.next_lease}) {
       sqlite3_finalize(s);
     }
@@ -284,6 +285,7 @@ struct SqliteStore::Impl {
     st.count = prepare(kCount);
     st.cleanup = prepare(kCleanup);
     st.begin = prepare("BEGIN IMMEDIATE");
+    st.begin_read = prepare("BEGIN");
     st.commit = prepare("COMMIT");
     st.rollback = prepare("ROLLBACK");
     st.data_version = prepare("PRAGMA data_version");
@@ -417,7 +419,16 @@ struct SqliteStore::Impl {
   // Runs `f` inside BEGIN IMMEDIATE ... COMMIT (rolled back if it throws). Called locked.
   template <class F>
   decltype(auto) transaction(F&& f) {
-    run(st.begin, "cannot begin a transaction");
+    return transaction(st.begin, std::forward<F>(f));
+  }
+  // The same for reads only: a deferred BEGIN, which takes no write lock.
+  template <class F>
+  decltype(auto) read_transaction(F&& f) {
+    return transaction(st.begin_read, std::forward<F>(f));
+  }
+  template <class F>
+  decltype(auto) transaction(sqlite3_stmt* begin, F&& f) {
+    run(begin, "cannot begin a transaction");
     try {
       decltype(auto) result = f();
       run(st.commit, "cannot commit");
@@ -632,6 +643,32 @@ std::optional<Record> SqliteStore::find(std::string_view key) {
   return record;
 }
 
+std::vector<std::optional<Record>> SqliteStore::find_many(std::span<const std::string> keys) {
+  for (const std::string& key : keys) validate_key(key);
+  maybe_cleanup();
+  // One read transaction for them all (an autocommitted SELECT opens and closes one each, with
+  // its locks), and the records decoded after the connection is let go.
+  std::vector<std::optional<Impl::Row>> rows;
+  rows.reserve(keys.size());
+  impl_->locked([&] {
+    impl_->read_transaction([&] {
+      for (const std::string& key : keys) {
+        rows.push_back(impl_->load_row(key, [](std::string_view, std::int64_t) { return true; }));
+      }
+      return 0;
+    });
+  });
+  std::vector<std::optional<Record>> out;
+  out.reserve(keys.size());
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    std::optional<Record> r;
+    if (rows[i]) r = impl_->decode(*rows[i], keys[i], format());
+    if (r && is_expired(*r)) r.reset();
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
 Record SqliteStore::set(Record record) {
   validate_key(record.key);
   maybe_cleanup();
@@ -676,6 +713,39 @@ std::optional<Record> SqliteStore::update(std::string_view key, const UpdateFn& 
   }
   impl_->notifier->notify(key);
   return next;
+}
+
+std::vector<bool> SqliteStore::finish_many(std::span<const Outcome> outcomes) {
+  return write_many({}, outcomes);
+}
+
+std::vector<bool> SqliteStore::write_many(std::span<Record> records,
+                                          std::span<const Outcome> outcomes) {
+  for (const Record& record : records) validate_key(record.key);
+  for (const Outcome& outcome : outcomes) validate_key(outcome.key);
+  maybe_cleanup();
+  // One transaction for them all: a commit (the WAL append and its locks) is most of a write's
+  // cost, and the writes gathered here share it.
+  std::vector<bool> written(outcomes.size(), false);
+  impl_->locked([&] {
+    impl_->transaction([&] {
+      for (Record& record : records) impl_->write(record, format());
+      for (std::size_t i = 0; i < outcomes.size(); ++i) {
+        std::optional<Record> r = impl_->find(outcomes[i].key, format());
+        if (r && is_expired(*r)) r.reset();
+        if (!detail::apply_outcome(r, outcomes[i])) continue;
+        r->key = std::string(outcomes[i].key);
+        impl_->write(*r, format());
+        written[i] = true;
+      }
+      return 0;
+    });
+  });
+  for (const Record& record : records) impl_->notifier->notify(record.key);
+  for (std::size_t i = 0; i < outcomes.size(); ++i) {
+    if (written[i]) impl_->notifier->notify(outcomes[i].key);
+  }
+  return written;
 }
 
 bool SqliteStore::erase(std::string_view key) {

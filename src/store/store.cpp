@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <random>
 
+#include "store_detail.hpp"
+
 namespace strand {
 namespace {
 
@@ -163,6 +165,46 @@ std::vector<std::optional<Record>> Store::find_many(std::span<const std::string>
   out.reserve(keys.size());
   for (const std::string& key : keys) out.push_back(find(key));
   return out;
+}
+
+namespace detail {
+void write_outcome(Record& r, const Outcome& outcome) {
+  r.completed = outcome.completed;
+  if (outcome.error != nullptr) {
+    r.status = Status::failed;
+    r.error = *outcome.error;
+  } else {
+    r.status = Status::completed;
+    r.value = outcome.value != nullptr ? *outcome.value : nlohmann::json();
+    r.progress = 1;
+  }
+}
+
+bool apply_outcome(std::optional<Record>& r, const Outcome& outcome) {
+  if (r && is_terminal(r->status)) return false;  // cancelled meanwhile: the result is dropped
+  if (!r) r.emplace();
+  write_outcome(*r, outcome);
+  return true;
+}
+}  // namespace detail
+
+std::vector<bool> Store::finish_many(std::span<const Outcome> outcomes) {
+  std::vector<bool> written;
+  written.reserve(outcomes.size());
+  for (const Outcome& outcome : outcomes) {
+    bool wrote = false;
+    (void)update(outcome.key, [&](std::optional<Record> r) -> std::optional<Record> {
+      wrote = detail::apply_outcome(r, outcome);
+      return wrote ? std::move(r) : std::nullopt;
+    });
+    written.push_back(wrote);
+  }
+  return written;
+}
+
+std::vector<bool> Store::write_many(std::span<Record> records, std::span<const Outcome> outcomes) {
+  for (Record& r : records) r = set(std::move(r));
+  return finish_many(outcomes);
 }
 
 Record Store::get(std::string_view key) {

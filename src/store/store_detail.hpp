@@ -24,6 +24,12 @@ namespace strand::detail {
 // the version, and the created time when the caller left it at the epoch.
 void stamp(Record& record, const Record* previous);
 
+// Writes `outcome`'s fields (status, value or error, progress, completed) over `r`.
+void write_outcome(Record& r, const Outcome& outcome);
+// Writes `outcome` over `r` (creating it when missing) unless `r` is finished: finish_many's rule
+// for one record. False (and `r` untouched) if it was finished.
+bool apply_outcome(std::optional<Record>& r, const Outcome& outcome);
+
 // The record in `format`.
 [[nodiscard]] std::string encode_record(const Record& record, Format format);
 // The record stored under `key` from its bytes, whichever format they are in (a JSON document
