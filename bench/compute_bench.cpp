@@ -1,7 +1,7 @@
 // bench/compute_bench.cpp — async_compute end to end: 2,000 trivial computations launched, then
-// all collected (get_result), on each store, with the thread backend (a thread per computation,
-// as the seed's ThreadBackend) and the pool backend; and the latency from a computation's
-// completion to get_result returning in the thread that waits for it.
+// all collected (get_result on each, and get_results on them all), on each store, with the thread
+// backend (a thread per computation, as the seed's ThreadBackend) and the pool backend; and the
+// latency from a computation's completion to get_result returning in the thread that waits for it.
 //
 // The targets (the Python original manages about 780 computations a second on this disk):
 // FileSystemStore >= 2x that (1,560/s), SqliteStore >= 10,000/s, MemoryStore >= 200,000/s, and
@@ -40,18 +40,35 @@ std::shared_ptr<strand::Store> make_store(const std::string& kind) {
   return strand::open_store("sqlite://" + (scratch("sqlite") / "bench.db").string());
 }
 
-void launch_collect(benchmark::State& state, const std::string& kind, strand::Target backend) {
+// Launched one by one (a call each) and collected one by one (get_result on each handle), or
+// launched all at once (map: their records written together, one SQLite transaction) and collected
+// all at once (get_results: one read of the finished records, one SQLite read transaction).
+void launch_collect(benchmark::State& state, const std::string& kind, strand::Target backend,
+                    bool all_at_once) {
   auto store = make_store(kind);
   auto fn =
       strand::async_compute([](int x) { return x + 1; }, {.store = store, .backend = backend});
   std::vector<strand::ComputationHandle<int>> handles;
   handles.reserve(kComputations);
+  std::vector<int> inputs(kComputations);
+  for (int i = 0; i < kComputations; ++i) inputs[static_cast<std::size_t>(i)] = i;
   for (auto _ : state) {
     handles.clear();
-    for (int i = 0; i < kComputations; ++i) handles.push_back(fn(i));
-    for (int i = 0; i < kComputations; ++i) {
-      if (handles[static_cast<std::size_t>(i)].get_result(std::chrono::seconds(60)) != i + 1) {
-        state.SkipWithError("wrong result");
+    if (all_at_once) {
+      handles = fn.map(inputs);
+    } else {
+      for (int i = 0; i < kComputations; ++i) handles.push_back(fn(i));
+    }
+    if (all_at_once) {
+      const std::vector<int> results = strand::get_results(handles, std::chrono::seconds(60));
+      for (int i = 0; i < kComputations; ++i) {
+        if (results[static_cast<std::size_t>(i)] != i + 1) state.SkipWithError("wrong result");
+      }
+    } else {
+      for (int i = 0; i < kComputations; ++i) {
+        if (handles[static_cast<std::size_t>(i)].get_result(std::chrono::seconds(60)) != i + 1) {
+          state.SkipWithError("wrong result");
+        }
       }
     }
     state.PauseTiming();
@@ -89,13 +106,18 @@ void completion_latency(benchmark::State& state, const std::string& kind) {
 void register_benchmarks() {
   for (const std::string kind : {"memory", "file", "sqlite"}) {
     for (auto backend : {strand::Target::thread, strand::Target::pool}) {
-      const std::string name =
-          "launch_collect_2000/" + kind + "/" + std::string(strand::to_string(backend));
-      benchmark::RegisterBenchmark(
-          name.c_str(), [kind, backend](benchmark::State& s) { launch_collect(s, kind, backend); })
-          ->Unit(benchmark::kMillisecond)
-          ->UseRealTime()
-          ->Iterations(3);
+      for (const bool all_at_once : {false, true}) {
+        const std::string name = "launch_collect_2000/" + kind + "/" +
+                                 std::string(strand::to_string(backend)) +
+                                 (all_at_once ? "/map+get_results" : "/call+get_result");
+        benchmark::RegisterBenchmark(name.c_str(),
+                                     [kind, backend, all_at_once](benchmark::State& s) {
+                                       launch_collect(s, kind, backend, all_at_once);
+                                     })
+            ->Unit(benchmark::kMillisecond)
+            ->UseRealTime()
+            ->Iterations(3);
+      }
     }
     const std::string name = "completion_to_get_result/" + kind;
     benchmark::RegisterBenchmark(name.c_str(),

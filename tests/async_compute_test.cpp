@@ -8,12 +8,17 @@
 #include <atomic>
 #include <csignal>
 #include <filesystem>
+#include <functional>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
+#include "store_support.hpp"
 #include "strand/memory_store.hpp"
+#include "strand/sqlite_store.hpp"
 #include "strand/store.hpp"
 #include "support.hpp"
 
@@ -267,6 +272,27 @@ TEST(ComputationHandle, CancelStopsARunningThreadComputation) {
   EXPECT_EQ(c.status(), Status::cancelled);  // and its late result was not recorded
 }
 
+TEST(ComputationHandle, CancelAComputationQueuedOnThePoolKeepsItFromStarting) {
+  strand::ThreadPool pool(1);
+  strand::testing::Gate release;
+  pool.post([release] { release.wait(); });  // the only worker is busy until the gate opens
+  std::atomic<int> calls{0};
+  auto fn = strand::async_compute(
+      [&calls] {
+        ++calls;
+        return 1;
+      },
+      {.store = strand::MemoryStore::open(), .backend = Target::pool, .pool = &pool});
+  auto c = fn();
+  EXPECT_EQ(c.status(), Status::running) << "recorded as launched";
+  EXPECT_TRUE(c.cancel());
+  release.open();
+  EXPECT_THROW(c.get_result(5s), strand::Cancelled);
+  pool.shutdown();  // drained: the cancelled computation's turn has come and gone
+  EXPECT_EQ(calls, 0);
+  EXPECT_EQ(c.status(), Status::cancelled);
+}
+
 TEST(ComputationHandle, AMalformedKeyIsRefused) {
   EXPECT_THROW(strand::ComputationHandle<int>("../etc", strand::MemoryStore::open()),
                strand::InvalidKey);
@@ -325,6 +351,110 @@ TEST(Middleware, MetricsCountEveryComputationOnEveryBackend) {
   EXPECT_EQ(stats.failed, 3U);
   EXPECT_GE(stats.avg_duration, 0.0);
   std::filesystem::remove_all(dir);
+}
+
+// Outcomes (and, on SQLite, launches) are written in groups: many threads launching and many
+// finishing at once must each see their own record, launched as running and finished right.
+TEST(GroupCommit, ComputationsLaunchedFromSeveralThreadsOnSqliteAreAllRecorded) {
+  strand::testing::TempDir dir;
+  auto store = strand::SqliteStore::open(dir.path() / "group.db");
+  auto metrics = std::make_shared<strand::MetricsMiddleware>();
+  auto fn = strand::async_compute(
+      [](int x) {
+        if (x % 10 == 3) throw std::out_of_range("bad " + std::to_string(x));
+        return x * 2;
+      },
+      {.store = store, .backend = Target::pool, .middleware = {metrics}});
+  constexpr int kThreads = 3;
+  constexpr int kEach = 60;
+  std::vector<std::vector<strand::ComputationHandle<int>>> handles(kThreads);
+  std::atomic<int> seen_pending{0};
+  {
+    std::vector<std::jthread> launchers;
+    for (int t = 0; t < kThreads; ++t) {
+      launchers.emplace_back([&, t] {
+        for (int i = 0; i < kEach; ++i) {
+          handles[static_cast<std::size_t>(t)].push_back(fn(t * kEach + i));
+          if (handles[static_cast<std::size_t>(t)].back().status() == Status::pending) {
+            ++seen_pending;
+          }
+        }
+      });
+    }
+  }
+  EXPECT_EQ(seen_pending, 0) << "a launch returns once its record is written";
+  for (int t = 0; t < kThreads; ++t) {
+    for (int i = 0; i < kEach; ++i) {
+      const int x = t * kEach + i;
+      auto& h = handles[static_cast<std::size_t>(t)][static_cast<std::size_t>(i)];
+      if (x % 10 == 3) {
+        EXPECT_THROW((void)h.get_result(5s), std::out_of_range);
+        EXPECT_EQ(h.record().error->message, "bad " + std::to_string(x));
+      } else {
+        EXPECT_EQ(h.get_result(5s), x * 2);
+      }
+    }
+  }
+  EXPECT_EQ(store->size(), std::size_t{kThreads * kEach});
+  const auto stats = metrics->get_stats();
+  EXPECT_EQ(stats.completed, std::size_t{kThreads * kEach * 9 / 10});
+  EXPECT_EQ(stats.failed, std::size_t{kThreads * kEach / 10});
+}
+
+TEST(AsyncCompute, MapLaunchesOneComputationPerElementInOrder) {
+  strand::testing::TempDir dir;
+  for (auto store :
+       {std::shared_ptr<strand::Store>(strand::MemoryStore::open()),
+        std::shared_ptr<strand::Store>(strand::SqliteStore::open(dir.path() / "map.db"))}) {
+    auto square = strand::async_compute([](int x) { return long{x} * x; },
+                                        {.store = store, .backend = Target::pool});
+    const std::vector<strand::ComputationHandle<long>> handles = square.map(std::vector{1, 2, 3});
+    EXPECT_EQ(strand::get_results(handles, 5s), (std::vector<long>{1, 4, 9})) << store->url();
+    auto add =
+        strand::async_compute([](int a, const std::string& b) { return b + std::to_string(a); },
+                              {.store = store, .backend = Target::thread});
+    const std::vector<std::tuple<int, std::string>> calls = {{1, "a"}, {2, "b"}};
+    EXPECT_EQ(strand::get_results(add.map(calls), 5s), (std::vector<std::string>{"a1", "b2"}));
+    EXPECT_TRUE(square.map(std::vector<int>{}).empty());
+  }
+}
+
+TEST(AsyncCompute, MapRecordsTheComputationsAMiddlewareRefuses) {
+  auto limit = std::make_shared<strand::RateLimitMiddleware>(2, 1h);
+  auto fn = strand::async_compute(
+      [](int x) { return x; },
+      {.store = strand::MemoryStore::open(), .backend = Target::pool, .middleware = {limit}});
+  auto handles = fn.map(std::vector{1, 2, 3});
+  ASSERT_EQ(handles.size(), 3u);
+  EXPECT_EQ(handles[0].get_result(5s), 1);
+  EXPECT_EQ(handles[1].get_result(5s), 2);
+  EXPECT_THROW((void)handles[2].get_result(5s), strand::RateLimited);
+  EXPECT_EQ(handles[2].status(), Status::failed);
+}
+
+// A hook runs on the thread that records; launching from it must not wait for that thread itself.
+TEST(GroupCommit, AHookMayLaunchAnotherComputationOfTheSameFunction) {
+  strand::testing::TempDir dir;
+  auto store = strand::SqliteStore::open(dir.path() / "reentrant.db");
+  struct Relaunch : strand::Middleware {
+    std::function<void()> launch;
+    std::atomic<int> after_calls{0};
+    void after(const strand::ComputationInfo&, const nlohmann::json& value) override {
+      ++after_calls;
+      if (value == 0) launch();
+    }
+  };
+  auto relaunch = std::make_shared<Relaunch>();
+  auto fn = strand::async_compute(
+      [](int x) { return x; }, {.store = store, .backend = Target::sync, .middleware = {relaunch}});
+  std::optional<strand::ComputationHandle<int>> second;
+  relaunch->launch = [&] {
+    second = fn(1);
+  };
+  EXPECT_EQ(fn(0).get_result(5s), 0);
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->get_result(5s), 1);
+  EXPECT_EQ(relaunch->after_calls, 2);
 }
 
 TEST(Middleware, RateLimitFailsTheComputationsOverTheLimit) {

@@ -21,13 +21,19 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <ranges>
+#include <span>
 #include <stop_token>
 #include <string>
+#include <thread>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -61,6 +67,53 @@ struct ComputeOptions {
 
 namespace detail {
 
+struct ComputeShared;
+
+// A computation run in this process (thread, pool, sync) that has returned or thrown, waiting for
+// its outcome to be recorded.
+struct FinishedComputation {
+  std::string key;
+  nlohmann::json value;      // the result, when it returned
+  std::exception_ptr error;  // what it threw, when it failed
+  std::chrono::steady_clock::time_point started;
+  Promise<void> done;  // the in-process handle's side: completed once the record is written
+};
+
+// Records finished computations in groups (group commit): a computation that finishes queues its
+// outcome, and if no thread is recording, it records all that is queued with one
+// Store::write_many (one SQLite transaction, one lock per record in memory), again and again until
+// nothing is queued. Computations that finish while a write is under way share the next one, and
+// no thread waits for another's write. Each handle completes after its record is written and its
+// middleware hooks have run.
+//
+// On a store whose writes are cheaper together (Store::groups_writes: SQLite), launches join the
+// group too: the launching thread queues its record and returns once it is written, by itself or
+// by the thread recording then, in the same commit as the outcomes queued meanwhile.
+class OutcomeRecorder {
+ public:
+  // Writes new computations' records (stamped in place, as Store::set returns them); returns once
+  // they are written, or throws the store's error.
+  void launch(const ComputeShared& shared, std::span<Record> records);
+  void finish(const ComputeShared& shared, FinishedComputation finished);
+
+ private:
+  struct Launch {
+    std::span<Record> records;
+    bool written = false;
+    std::exception_ptr error;
+  };
+  // Records what is queued until nothing is; the caller set recording_.
+  void drain(const ComputeShared& shared);
+  void record(const ComputeShared& shared, std::vector<Launch*>& launches,
+              std::vector<FinishedComputation>& batch);
+
+  std::mutex mutex_;
+  std::condition_variable launch_written_;
+  std::vector<Launch*> launches_;  // each waited for by its launching thread
+  std::vector<FinishedComputation> queued_;
+  bool recording_ = false;  // a thread is in drain(): it will take what is queued
+};
+
 // What every computation of one async_compute function shares.
 struct ComputeShared {
   std::shared_ptr<Store> store;
@@ -69,7 +122,8 @@ struct ComputeShared {
   Target backend;
   ThreadPool* pool;
   ProcessOptions process;
-  bool store_crosses_processes;  // a child can write the record itself
+  bool store_crosses_processes;      // a child can write the record itself
+  mutable OutcomeRecorder recorder;  // for the thread, pool and sync backends
 };
 
 std::shared_ptr<const ComputeShared> make_compute_shared(ComputeOptions options);
@@ -91,6 +145,30 @@ std::shared_ptr<Store> reopen_in_child(const Store& store);
 template <class F, class... A>
 using compute_result_t = submit_result_t<const F, A...>;
 
+// How AsyncComputation::map calls f with an element E: spread if E is a tuple (or pair).
+template <class T>
+struct is_tuple : std::false_type {};
+template <class... T>
+struct is_tuple<std::tuple<T...>> : std::true_type {};
+template <class A, class B>
+struct is_tuple<std::pair<A, B>> : std::true_type {};
+
+template <class F, class E, bool = is_tuple<E>::value>
+struct MapCall {
+  static constexpr bool spread = false;
+  using result = compute_result_t<F, E>;
+};
+template <class F, class... T>
+struct MapCall<F, std::tuple<T...>, true> {
+  static constexpr bool spread = true;
+  using result = compute_result_t<F, T...>;
+};
+template <class F, class A, class B>
+struct MapCall<F, std::pair<A, B>, true> {
+  static constexpr bool spread = true;
+  using result = compute_result_t<F, A, B>;
+};
+
 }  // namespace detail
 
 template <class F>
@@ -105,35 +183,50 @@ class AsyncComputation {
   template <class... Args>
   auto operator()(Args&&... args) const {
     using R = detail::compute_result_t<F, std::decay_t<Args>...>;
-    static_assert(std::is_void_v<R> || Serializable<R>,
-                  "strand: an async_compute function's result is kept in a store, so its type "
-                  "must be serializable (nlohmann to_json/from_json; see strand/serialize.hpp)");
-    const auto& shared = *shared_;
-    const std::string key = shared.store->create_key();
-    ComputationInfo info{key, shared.name, shared.backend, {}};
-    if (auto rejected = detail::run_before_hooks(shared, info)) {
-      Record r = detail::launch_record(shared, key);
-      r.status = Status::failed;
-      r.error = error_info(rejected);
-      r.completed = std::chrono::system_clock::now();
-      shared.store->set(std::move(r));
-      detail::run_error_hooks(shared, info, std::chrono::steady_clock::now(), *r.error);
-      // In this process the refusal rethrows as itself (RateLimited, ...), like any failure.
-      Promise<void> refused;
-      refused.set_exception(rejected);
-      return ComputationHandle<R>(key, shared.store, refused.handle(), {});
+    check_result<R>();
+    const std::string key = shared_->store->create_key();
+    if (auto refused = refuse_if_rejected<R>(key)) return std::move(*refused);
+    Record launched = detail::launch_record(*shared_, key);
+    shared_->recorder.launch(*shared_, std::span(&launched, 1));
+    return start<R>(key, std::decay_t<Args>(std::forward<Args>(args))...);
+  }
+
+  // Launches one computation per element of `calls` and returns their handles in order: f(e) for
+  // an element e, or f(a, b, ...) for an element that is a std::tuple (or pair) of them. Their
+  // records are written together (one transaction on SQLite), not one by one.
+  //
+  //   std::vector<strand::ComputationHandle<long>> handles = square.map(std::vector{1, 2, 3});
+  //   std::vector<long> squares = strand::get_results(handles, 30s);
+  template <std::ranges::forward_range Calls>
+  auto map(Calls&& calls) const {
+    using E = std::ranges::range_value_t<Calls>;
+    using R = typename detail::MapCall<F, E>::result;
+    check_result<R>();
+    std::vector<std::optional<ComputationHandle<R>>> refused;
+    std::vector<std::string> keys;
+    std::vector<Record> launched;
+    for ([[maybe_unused]] auto&& call : calls) {
+      keys.push_back(shared_->store->create_key());
+      refused.push_back(refuse_if_rejected<R>(keys.back()));
+      if (!refused.back()) launched.push_back(detail::launch_record(*shared_, keys.back()));
     }
-    shared.store->set(detail::launch_record(shared, key));
-    if (shared.backend == Target::process) {
-      Handle<nlohmann::json> work =
-          launch_process<R>(key, std::decay_t<Args>(std::forward<Args>(args))...);
-      // The handle to wait on finishes with the work; cancel() goes to the work itself.
-      return ComputationHandle<R>(key, shared.store, work.then([](const nlohmann::json&) {}),
-                                  [work]() mutable { return work.cancel(); });
+    shared_->recorder.launch(*shared_, launched);
+    std::vector<ComputationHandle<R>> handles;
+    handles.reserve(keys.size());
+    std::size_t i = 0;
+    for (auto&& call : calls) {
+      if (refused[i]) {
+        handles.push_back(std::move(*refused[i]));
+      } else if constexpr (detail::MapCall<F, E>::spread) {
+        handles.push_back(std::apply(
+            [&](const auto&... a) { return start<R>(keys[i], std::decay_t<decltype(a)>(a)...); },
+            call));
+      } else {
+        handles.push_back(start<R>(keys[i], E(call)));
+      }
+      ++i;
     }
-    Handle<void> work = launch_here<R>(key, std::decay_t<Args>(std::forward<Args>(args))...);
-    return ComputationHandle<R>(key, shared.store, work,
-                                [work]() mutable { return work.cancel(); });
+    return handles;
   }
 
   // Removes the store's expired records; returns how many.
@@ -143,41 +236,82 @@ class AsyncComputation {
   [[nodiscard]] const std::string& name() const noexcept { return shared_->name; }
 
  private:
-  // thread, pool, sync: the function, the record and the hooks, all on the worker.
+  template <class R>
+  static constexpr void check_result() {
+    static_assert(std::is_void_v<R> || Serializable<R>,
+                  "strand: an async_compute function's result is kept in a store, so its type "
+                  "must be serializable (nlohmann to_json/from_json; see strand/serialize.hpp)");
+  }
+
+  // Runs the before hooks; if one refuses the computation, records it failed and returns its
+  // handle, which in this process rethrows the refusal as itself (RateLimited, ...).
+  template <class R>
+  std::optional<ComputationHandle<R>> refuse_if_rejected(const std::string& key) const {
+    const auto& shared = *shared_;
+    ComputationInfo info{key, shared.name, shared.backend, {}};
+    auto rejected = detail::run_before_hooks(shared, info);
+    if (!rejected) return std::nullopt;
+    Record r = detail::launch_record(shared, key);
+    r.status = Status::failed;
+    r.error = error_info(rejected);
+    r.completed = std::chrono::system_clock::now();
+    shared.store->set(r);
+    detail::run_error_hooks(shared, info, std::chrono::steady_clock::now(), *r.error);
+    Promise<void> refused;
+    refused.set_exception(rejected);
+    return ComputationHandle<R>(key, shared.store, refused.handle(), {});
+  }
+
+  // Starts the computation whose record is written.
+  template <class R, class... A>
+  ComputationHandle<R> start(const std::string& key, A... args) const {
+    if (shared_->backend == Target::process) {
+      Handle<nlohmann::json> work = launch_process<R>(key, std::move(args)...);
+      // The handle to wait on finishes with the work; cancel() goes to the work itself.
+      return ComputationHandle<R>(key, shared_->store, work.then([](const nlohmann::json&) {}),
+                                  [work]() mutable { return work.cancel(); });
+    }
+    Handle<void> local = launch_here<R>(key, std::move(args)...);
+    return ComputationHandle<R>(key, shared_->store, local,
+                                [local]() mutable { return local.cancel(); });
+  }
+
+  // thread, pool, sync: the function runs on the worker, then its outcome goes to the recorder,
+  // which writes the record, runs the hooks and completes the in-process handle. Cancelling that
+  // handle requests the stop token the function may take, or keeps it from starting.
   template <class R, class... A>
   Handle<void> launch_here(const std::string& key, A... args) const {
-    auto body = [f = f_, shared = shared_, key, ... a = std::move(args)](std::stop_token token) {
-      const auto started = std::chrono::steady_clock::now();
-      const ComputationInfo info{key, shared->name, shared->backend, {}};
-      nlohmann::json value;
+    Promise<void> done(Status::queued);
+    Handle<void> local = done.handle();
+    auto body = [f = f_, shared = shared_, key, done = std::move(done),
+                 ... a = std::move(args)]() mutable {
+      if (!done.set_running()) return;  // cancelled before it started
+      detail::FinishedComputation finished{
+          key, {}, nullptr, std::chrono::steady_clock::now(), std::move(done)};
       try {
         detail::ComputationScope scope(*shared->store, key);
+        const std::stop_token token = finished.done.stop_token();
         if constexpr (std::is_void_v<R>) {
           detail::invoke_maybe_stoppable(*f, token, a...);
         } else {
-          value = to_document(detail::invoke_maybe_stoppable(*f, token, a...));
+          finished.value = to_document(detail::invoke_maybe_stoppable(*f, token, a...));
         }
       } catch (...) {
-        const auto error = std::current_exception();
-        const ErrorInfo e = error_info(error);
-        if (detail::record_failure(*shared->store, key, e)) {
-          detail::run_error_hooks(*shared, info, started, e);
-        }
-        std::rethrow_exception(error);  // the in-process handle keeps the very exception
+        finished.error = std::current_exception();  // the in-process handle keeps the very one
       }
-      if (detail::record_success(*shared->store, key, value)) {
-        detail::run_after_hooks(*shared, info, started, value);
-      }
+      shared->recorder.finish(*shared, std::move(finished));
     };
     switch (shared_->backend) {
       case Target::pool:
-        return PoolTaskrunner(std::move(body),
-                              use_pool(shared_->pool ? *shared_->pool : default_pool()))();
+        (shared_->pool ? *shared_->pool : default_pool()).post(std::move(body));
+        break;
       case Target::sync:
-        return Taskrunner(std::move(body))();
+        body();
+        break;
       default:
-        return ThreadTaskrunner(std::move(body))();
+        std::thread(std::move(body)).detach();  // the handle is the join
     }
+    return local;
   }
 
   // process: the child runs the function (and writes the record when it can reach the store);

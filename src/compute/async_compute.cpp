@@ -57,34 +57,13 @@ Record launch_record(const ComputeShared& shared, const std::string& key) {
 }
 
 bool record_success(Store& store, const std::string& key, const nlohmann::json& value) {
-  const auto now = std::chrono::system_clock::now();
-  bool written = false;
-  (void)store.update(key, [&](std::optional<Record> r) -> std::optional<Record> {
-    if (r && is_terminal(r->status)) return std::nullopt;  // cancelled meanwhile: drop the result
-    if (!r) r.emplace();
-    r->status = Status::completed;
-    r->value = value;
-    r->completed = now;
-    r->progress = 1;
-    written = true;
-    return r;
-  });
-  return written;
+  const Outcome outcome{key, &value, nullptr, std::chrono::system_clock::now()};
+  return store.finish_many(std::span(&outcome, 1)).front();
 }
 
 bool record_failure(Store& store, const std::string& key, const ErrorInfo& error) {
-  const auto now = std::chrono::system_clock::now();
-  bool written = false;
-  (void)store.update(key, [&](std::optional<Record> r) -> std::optional<Record> {
-    if (r && is_terminal(r->status)) return std::nullopt;
-    if (!r) r.emplace();
-    r->status = Status::failed;
-    r->error = error;
-    r->completed = now;
-    written = true;
-    return r;
-  });
-  return written;
+  const Outcome outcome{key, nullptr, &error, std::chrono::system_clock::now()};
+  return store.finish_many(std::span(&outcome, 1)).front();
 }
 
 void run_after_hooks(const ComputeShared& shared, ComputationInfo info,
@@ -107,6 +86,123 @@ void run_error_hooks(const ComputeShared& shared, ComputationInfo info,
       m->on_error(info, error);
     } catch (...) {
       report_hook_error("strand: a middleware's on_error() threw");
+    }
+  }
+}
+
+namespace {
+// The recorder this thread is draining, if any: a launch from its hooks or handle continuations
+// writes at once rather than wait for itself.
+thread_local const OutcomeRecorder* draining = nullptr;
+}  // namespace
+
+void OutcomeRecorder::launch(const ComputeShared& shared, std::span<Record> records) {
+  if (records.empty()) return;
+  if (!shared.store->groups_writes() || draining == this) {
+    for (Record& r : records) r = shared.store->set(std::move(r));
+    return;
+  }
+  Launch launch{records, false, nullptr};
+  std::unique_lock lock(mutex_);
+  launches_.push_back(&launch);
+  if (recording_) {
+    launch_written_.wait(lock, [&] { return launch.written; });
+  } else {
+    recording_ = true;
+    lock.unlock();
+    drain(shared);  // its first write takes this launch
+  }
+  if (launch.error) std::rethrow_exception(launch.error);
+}
+
+void OutcomeRecorder::finish(const ComputeShared& shared, FinishedComputation finished) {
+  {
+    std::lock_guard lock(mutex_);
+    queued_.push_back(std::move(finished));
+    if (recording_) return;  // the recording thread takes it with its next write
+    recording_ = true;
+  }
+  drain(shared);
+}
+
+void OutcomeRecorder::drain(const ComputeShared& shared) {
+  const OutcomeRecorder* const outer = std::exchange(draining, this);
+  std::vector<Launch*> launches;
+  std::vector<FinishedComputation> batch;
+  for (;;) {
+    {
+      std::lock_guard lock(mutex_);
+      if (queued_.empty() && launches_.empty()) {
+        recording_ = false;
+        break;
+      }
+      launches.swap(launches_);
+      batch.swap(queued_);
+    }
+    record(shared, launches, batch);
+    launches.clear();
+    batch.clear();
+  }
+  draining = outer;
+}
+
+void OutcomeRecorder::record(const ComputeShared& shared, std::vector<Launch*>& launches,
+                             std::vector<FinishedComputation>& batch) {
+  std::vector<Record> records;
+  for (Launch* l : launches) {
+    for (Record& r : l->records) records.push_back(std::move(r));
+  }
+  std::vector<ErrorInfo> errors(batch.size());
+  std::vector<Outcome> outcomes;
+  outcomes.reserve(batch.size());
+  const auto now = std::chrono::system_clock::now();
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    const FinishedComputation& c = batch[i];
+    if (c.error) {
+      errors[i] = error_info(c.error);
+      outcomes.push_back({c.key, nullptr, &errors[i], now});
+    } else {
+      outcomes.push_back({c.key, &c.value, nullptr, now});
+    }
+  }
+  std::vector<bool> written;
+  std::exception_ptr failure;
+  try {
+    written = shared.store->write_many(records, outcomes);
+  } catch (...) {
+    failure = std::current_exception();  // nothing written: a full disk, a lost server
+  }
+  if (!launches.empty()) {
+    {
+      std::lock_guard lock(mutex_);
+      auto written_record = records.begin();
+      for (Launch* l : launches) {
+        for (Record& r : l->records) r = std::move(*written_record++);
+        l->error = failure;
+        l->written = true;
+      }
+    }
+    launch_written_.notify_all();
+  }
+  if (failure) {
+    for (FinishedComputation& c : batch) c.done.set_exception(failure);
+    return;
+  }
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    FinishedComputation& c = batch[i];
+    // Not written: cancelled meanwhile. The handle still completes; get_result reads the record.
+    if (written[i]) {
+      const ComputationInfo info{c.key, shared.name, shared.backend, {}};
+      if (c.error) {
+        run_error_hooks(shared, info, c.started, errors[i]);
+      } else {
+        run_after_hooks(shared, info, c.started, c.value);
+      }
+    }
+    if (c.error) {
+      c.done.set_exception(c.error);
+    } else {
+      c.done.set_value();
     }
   }
 }
