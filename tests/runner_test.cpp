@@ -1,6 +1,8 @@
 #include "strand/runner.hpp"
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -11,6 +13,7 @@
 #include <vector>
 
 #include "strand/channel.hpp"
+#include "strand/detail/own_thread.hpp"
 #include "strand/event_loop.hpp"
 #include "support.hpp"
 
@@ -65,6 +68,46 @@ TEST(ThreadTaskrunner, RunsEachCallInItsOwnThread) {
   EXPECT_NE(ids[0], ids[1]);
   EXPECT_NE(ids[0], std::this_thread::get_id());
   EXPECT_NE(ids[1], std::this_thread::get_id());
+}
+
+// Waits (yielding, up to 5 s) until `n` threads of the thread target are idle; false if never.
+bool wait_for_idle_own_threads(std::size_t n) {
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (strand::detail::idle_own_threads() < n) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
+
+TEST(ThreadTaskrunner, AThreadWhoseCallReturnedRunsTheNextCall) {
+  auto id_of = ThreadTaskrunner([] { return std::this_thread::get_id(); });
+  const std::thread::id first = id_of().get(5s);
+  ASSERT_TRUE(wait_for_idle_own_threads(1)) << "the thread waits for another call";
+  EXPECT_EQ(id_of().get(5s), first) << "no new thread while one is idle";
+  EXPECT_NE(first, std::this_thread::get_id());
+}
+
+TEST(ThreadTaskrunner, AForkedChildStartsThreadsOfItsOwn) {
+#ifdef STRAND_TSAN
+  GTEST_SKIP() << "ThreadSanitizer does not support starting threads after a multithreaded fork";
+#endif
+#ifdef STRAND_ASAN
+  GTEST_SKIP() << "AddressSanitizer's allocator is not fork-safe in a multithreaded process";
+#endif
+  auto twice = ThreadTaskrunner([](int x) { return 2 * x; });
+  ASSERT_EQ(twice(1).get(5s), 2);
+  ASSERT_TRUE(wait_for_idle_own_threads(1));  // an idle thread the child does not inherit
+  const pid_t child = ::fork();
+  ASSERT_NE(child, -1);
+  if (child == 0) {
+    ::alarm(5);  // a call handed to the parent's idle thread would never run: fail, not hang
+    ::_exit(twice(21).get() == 42 ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status)) << "the child was killed by signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
 TEST(ThreadTaskrunner, ReturnsAtOnce) {

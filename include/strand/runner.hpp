@@ -9,11 +9,12 @@
 //   auto add_to = strand::PoolTaskrunner([](int base, int x) { return base + x; }, 100);
 //   add_to(5).get();                                         // 105: init args come first
 //
-// Taskrunner (sync), ThreadTaskrunner (a thread per call) and PoolTaskrunner (a ThreadPool) take
-// the function, then in any order: init arguments, prepended to every call's arguments (the seed's
-// partial invocation), and the options of strand/callbacks.hpp. Calling a runner copies the call's
-// arguments into the task (as std::thread does; use std::ref to share) and returns a Handle at
-// once. If the function takes a std::stop_token first, it gets one that Handle::cancel() requests.
+// Taskrunner (sync), ThreadTaskrunner (a thread of its own per call: one an earlier call left idle,
+// else a new one) and PoolTaskrunner (a ThreadPool) take the function, then in any order: init
+// arguments, prepended to every call's arguments (the seed's partial invocation), and the options
+// of strand/callbacks.hpp. Calling a runner copies the call's arguments into the task (as
+// std::thread does; use std::ref to share) and returns a Handle at once. If the function takes a
+// std::stop_token first, it gets one that Handle::cancel() requests.
 //
 // as_task picks the runner by tag or by name:
 //   auto task = strand::as_task(f);                      // thread, the default
@@ -35,6 +36,7 @@
 
 #include "strand/callbacks.hpp"
 #include "strand/coro.hpp"
+#include "strand/detail/own_thread.hpp"
 #include "strand/event_loop.hpp"
 #include "strand/handle.hpp"
 #include "strand/process.hpp"
@@ -418,9 +420,10 @@ class Runner {
         auto state = detail::StateRef<detail::State<R>>::adopt(
             detail::make_state<detail::PlainState<R>>(Status::queued));
         if (stoppable) state->enable_stop();
-        std::thread([state, body = std::move(body)]() mutable {
+        // A thread of its own (reused once an earlier call's returned); the handle is the join.
+        detail::run_on_own_thread([state, body = std::move(body)]() mutable noexcept {
           if (state->try_start()) body(*state, state->stop_token());
-        }).detach();  // the handle is the join: the thread owns all it touches
+        });
         return Handle<R>(std::move(state));
       }
       case Target::sync:

@@ -11,7 +11,7 @@ namespace strand {
 
 enum class Target {
   sync,     // in the calling thread, before the call returns
-  thread,   // a new thread per call
+  thread,   // a thread of its own per call (one an earlier call left idle for up to 5 s, else new)
   pool,     // a worker of a ThreadPool (strand::default_pool() unless use_pool(...) says otherwise)
   process,  // a forked child process; the result comes back serialized (strand/process.hpp)
   coroutine,  // a coroutine on the caller's EventLoop, or on strand::default_loop() outside one

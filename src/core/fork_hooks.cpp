@@ -6,6 +6,8 @@
 #include <mutex>
 #include <new>
 
+#include "strand/detail/own_thread.hpp"
+
 namespace strand::detail {
 namespace {
 
@@ -24,7 +26,7 @@ Quiet& quiet() noexcept {
 }
 
 // Lock order: quiet (waits for operations that must not be split by a fork), default pool, error
-// reporter, job orphans (none of these is taken while holding another anywhere else).
+// reporter, job orphans, thread cache (none of these is taken while holding another anywhere else).
 void prepare() noexcept {
   auto& q = quiet();
   q.mutex.lock();  // held until after the fork, on both sides
@@ -37,9 +39,11 @@ void prepare() noexcept {
   lock_default_pool();
   lock_error_reporter();
   lock_job_orphans();
+  lock_thread_cache();
 }
 
 void parent() noexcept {
+  unlock_thread_cache();
   unlock_job_orphans();
   unlock_error_reporter();
   unlock_default_pool();
@@ -50,6 +54,8 @@ void parent() noexcept {
 }
 
 void child() noexcept {
+  forget_thread_cache();
+  unlock_thread_cache();
   unlock_job_orphans();
   unlock_error_reporter();
   forget_default_pool();
