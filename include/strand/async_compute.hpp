@@ -14,10 +14,11 @@
 // Defaults, as in the seed: a FileSystemStore under `base_path` (a directory in the temporary
 // directory), the process backend, a TTL of one hour, JSON.
 //
-// Backends: `thread` (a thread per computation), `pool` (a ThreadPool), `process` (a forked child,
-// which writes its result into the store itself when the store is shared across processes; the
-// parent writes it otherwise), and `sync`. Whatever the backend, the record is written before the
-// handle's in-process wait wakes, and middleware hooks run in the launching process.
+// Backends: `thread` (a thread of its own per computation, reused once idle), `pool` (a
+// ThreadPool), `process` (a forked child, which writes its result into the store itself when the
+// store is shared across processes; the parent writes it otherwise), and `sync`. Whatever the
+// backend, the record is written before the handle's in-process wait wakes, and middleware hooks
+// run in the launching process.
 #pragma once
 
 #include <chrono>
@@ -40,6 +41,7 @@
 
 #include "strand/callbacks.hpp"
 #include "strand/computation.hpp"
+#include "strand/detail/own_thread.hpp"
 #include "strand/middleware.hpp"
 #include "strand/promise.hpp"
 #include "strand/runner.hpp"
@@ -79,16 +81,15 @@ struct FinishedComputation {
   Promise<void> done;  // the in-process handle's side: completed once the record is written
 };
 
-// Records finished computations in groups (group commit): a computation that finishes queues its
-// outcome, and if no thread is recording, it records all that is queued with one
-// Store::write_many (one SQLite transaction, one lock per record in memory), again and again until
-// nothing is queued. Computations that finish while a write is under way share the next one, and
-// no thread waits for another's write. Each handle completes after its record is written and its
-// middleware hooks have run.
-//
-// On a store whose writes are cheaper together (Store::groups_writes: SQLite), launches join the
-// group too: the launching thread queues its record and returns once it is written, by itself or
-// by the thread recording then, in the same commit as the outcomes queued meanwhile.
+// Records finished computations. On a store whose writes are cheaper together
+// (Store::groups_writes: SQLite) it groups them (group commit): a computation that finishes queues
+// its outcome, and if no thread is recording, it records all that is queued with one
+// Store::write_many, again and again until nothing is queued. Computations that finish while a
+// write is under way share the next one, and no thread waits for another's write. Launches join
+// the group too: the launching thread queues its records and returns once they are written, by
+// itself or by the thread recording then, in the same commit as the outcomes queued meanwhile.
+// On other stores each thread writes its own outcome, at once. Either way a handle completes
+// after its record is written and its middleware hooks have run.
 class OutcomeRecorder {
  public:
   // Writes new computations' records (stamped in place, as Store::set returns them); returns once
@@ -104,8 +105,8 @@ class OutcomeRecorder {
   };
   // Records what is queued until nothing is; the caller set recording_.
   void drain(const ComputeShared& shared);
-  void record(const ComputeShared& shared, std::vector<Launch*>& launches,
-              std::vector<FinishedComputation>& batch);
+  void record(const ComputeShared& shared, std::span<Launch* const> launches,
+              std::span<FinishedComputation> batch);
 
   std::mutex mutex_;
   std::condition_variable launch_written_;
@@ -308,8 +309,8 @@ class AsyncComputation {
       case Target::sync:
         body();
         break;
-      default:
-        std::thread(std::move(body)).detach();  // the handle is the join
+      default:  // a thread of its own (reused once an earlier call's returned)
+        detail::run_on_own_thread([body = std::move(body)]() mutable noexcept { body(); });
     }
     return local;
   }

@@ -116,6 +116,12 @@ void OutcomeRecorder::launch(const ComputeShared& shared, std::span<Record> reco
 }
 
 void OutcomeRecorder::finish(const ComputeShared& shared, FinishedComputation finished) {
+  if (!shared.store->groups_writes()) {
+    // Nothing to gain by gathering (a file, a record in memory, a round trip each): each thread
+    // writes its own, and threads write at once.
+    record(shared, {}, std::span(&finished, 1));
+    return;
+  }
   {
     std::lock_guard lock(mutex_);
     queued_.push_back(std::move(finished));
@@ -146,8 +152,8 @@ void OutcomeRecorder::drain(const ComputeShared& shared) {
   draining = outer;
 }
 
-void OutcomeRecorder::record(const ComputeShared& shared, std::vector<Launch*>& launches,
-                             std::vector<FinishedComputation>& batch) {
+void OutcomeRecorder::record(const ComputeShared& shared, std::span<Launch* const> launches,
+                             std::span<FinishedComputation> batch) {
   std::vector<Record> records;
   for (Launch* l : launches) {
     for (Record& r : l->records) records.push_back(std::move(r));
