@@ -18,5 +18,12 @@ int main() {
   for (const char* url : {"a.example", "b.example", "c.example"})
     handles.push_back(fetch_data(url));
   for (auto& h : handles) std::printf("%s\n", h.get_result(5s).c_str());
+
+  // Many at once: map() writes their records together (one transaction on SQLite), get_results()
+  // reads the finished ones together.
+  const std::vector<std::string> urls = {"d.example", "e.example"};
+  for (const std::string& page : strand::get_results(fetch_data.map(urls), 5s)) {
+    std::printf("%s\n", page.c_str());
+  }
   return 0;
 }
