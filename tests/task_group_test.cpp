@@ -3,8 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <functional>
+#include <memory>
 #include <stdexcept>
 #include <thread>
+#include <vector>
 
 #include "support.hpp"
 
@@ -75,6 +78,75 @@ TEST(TaskGroup, WaitFromOutsideThePoolHelps) {
   group.wait();  // finishes without the worker: this thread ran the tasks itself
   EXPECT_EQ(count, 100);
   gate.open();
+}
+
+// The thread that made a group counts the tasks it runs apart from other threads (a plain store,
+// not an atomic add): another thread may still wait for them.
+TEST(TaskGroup, AnotherThreadWaitsForTheTasksOfTheThreadThatMadeIt) {
+  ThreadPool pool(2);
+  TaskGroup group(pool);  // made here: this thread is its owner
+  Gate gate;
+  std::atomic<int> count{0};
+  for (int i = 0; i < 100; ++i) {
+    group.run([&count, gate] {
+      gate.wait();
+      ++count;
+    });
+  }
+  std::atomic<bool> returned{false};
+  std::thread waiter([&] {
+    group.wait();
+    returned = true;
+  });
+  EXPECT_FALSE(returned);  // every task waits for the gate
+  gate.open();
+  waiter.join();
+  EXPECT_EQ(count, 100);
+}
+
+TEST(TaskGroup, ItsOwnerAndOtherThreadsRunTasksIntoItAtOnce) {
+  ThreadPool pool(2);
+  TaskGroup group(pool);
+  std::atomic<int> count{0};
+  std::vector<std::thread> others;
+  for (int t = 0; t < 3; ++t) {
+    others.emplace_back([&] {
+      for (int i = 0; i < 2'000; ++i) group.run([&count] { ++count; });
+    });
+  }
+  for (int i = 0; i < 2'000; ++i) group.run([&count] { ++count; });
+  for (auto& t : others) t.join();
+  group.wait();
+  EXPECT_EQ(count, 8'000);
+}
+
+TEST(TaskGroup, TasksMayRunMoreTasksIntoTheirOwnGroup) {
+  ThreadPool pool(2);
+  TaskGroup group(pool);
+  std::atomic<int> count{0};
+  std::function<void(int)> spread = [&](int depth) {
+    ++count;
+    if (depth == 0) return;
+    group.run([&spread, depth] { spread(depth - 1); });
+    group.run([&spread, depth] { spread(depth - 1); });
+  };
+  group.run([&spread] { spread(10); });
+  group.wait();
+  EXPECT_EQ(count, 2'047);
+}
+
+// wait() returns only once no thread is still inside the group's bookkeeping: the waiter may free
+// the group at once (AddressSanitizer checks that nobody touches it afterwards).
+TEST(TaskGroup, TheWaiterMayDestroyItAsSoonAsWaitReturns) {
+  ThreadPool pool(2);
+  for (int round = 0; round < 1'000; ++round) {
+    auto group = std::make_unique<TaskGroup>(pool);
+    for (int i = 0; i < 50; ++i) group->run([] {});
+    std::thread([&group] {
+      group->wait();
+      group.reset();
+    }).join();
+  }
 }
 
 TEST(TaskGroup, CancelSkipsTasksNotYetStarted) {

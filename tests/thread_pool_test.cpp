@@ -236,6 +236,23 @@ TEST(ThreadPool, ABurstOnAnIdlePoolWakesEveryWorkerItNeeds) {
   }
 }
 
+// A push that meets a worker falling asleep must still get its job run: pushes publish with a
+// plain store, and a worker about to sleep pays for a heavy barrier instead (see
+// src/core/asymmetric_barrier.hpp). Each job is waited for through a Gate, which runs nothing
+// itself, and posted after a varying pause, so that the workers are caught searching, falling
+// asleep or asleep. (A stress test: the race it guards against has a window of nanoseconds.)
+TEST(ThreadPool, EveryPostRunsWhileTheWorkersKeepFallingAsleep) {
+  ThreadPool pool(2);
+  for (int i = 0; i < 3'000; ++i) {
+    Gate ran;
+    const auto pause_until = std::chrono::steady_clock::now() + std::chrono::microseconds(i % 200);
+    while (std::chrono::steady_clock::now() < pause_until) {
+    }
+    pool.post([ran] { ran.open(); });
+    ASSERT_TRUE(ran.wait_for(5s)) << "post " << i << " never ran";
+  }
+}
+
 TEST(ThreadPool, DestroyedFromItsOwnWorkerEndsCleanly) {
   Gate destroyed;
   struct Holder {

@@ -26,7 +26,8 @@ namespace strand {
 
 class TaskGroup : private detail::HelpWaitable {
  public:
-  explicit TaskGroup(ThreadPool& pool = default_pool()) noexcept : pool_(&pool) {}
+  explicit TaskGroup(ThreadPool& pool = default_pool()) noexcept
+      : pool_(&pool), owner_(&detail::this_thread_token) {}
   TaskGroup(const TaskGroup&) = delete;
   TaskGroup& operator=(const TaskGroup&) = delete;
   // Waits for the group's tasks; an error nobody collected goes to strand's error reporter.
@@ -42,9 +43,9 @@ class TaskGroup : private detail::HelpWaitable {
                   "a std::stop_token");
     // Made before it is counted: if making it throws, the group is left as it was.
     auto job = std::make_unique<GroupJob<std::decay_t<F>>>(*this, std::forward<F>(f));
-    pending_.fetch_add(1, std::memory_order_relaxed);
+    count_submitted();
     if (!detail::pool_push(pool_->core(), job.get())) {
-      finish_one();
+      finish(1);
       throw ExecutorShutDown(pool_->name());
     }
     job.release();  // the queue owns it now; it frees itself after running
@@ -92,22 +93,52 @@ class TaskGroup : private detail::HelpWaitable {
     F f_;
   };
 
-  static constexpr std::uint32_t kWaiter = 1U << 31;  // a thread sleeps on pending_
-  static constexpr std::uint32_t kHelper = 1U << 30;  // a worker waits in help_until
-  static constexpr std::uint32_t kCount = kHelper - 1;
+  // The count of tasks run so far is split, so that the thread that made the group (its owner,
+  // which usually submits everything) counts with a plain store: a locked instruction per task
+  // would wait for every store before it (the job, the queue slot) to reach memory, and those are
+  // cache lines the workers have just touched. Other threads count with an atomic add. Finishing
+  // threads add to `finished_`; the group is done when that equals both submitted counts together.
+  void count_submitted() noexcept {
+    if (owner_ == &detail::this_thread_token) {
+      owner_submitted_.store(owner_submitted_.load(std::memory_order_relaxed) + 1,
+                             std::memory_order_relaxed);  // published with the job's push
+    } else {
+      shared_submitted_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  [[nodiscard]] std::uint64_t submitted() const noexcept {
+    return owner_submitted_.load(std::memory_order_seq_cst) +
+           shared_submitted_.load(std::memory_order_seq_cst);
+  }
+
+  // sleep_word_: a futex word; an epoch that moves when the group is done, and two flags.
+  static constexpr std::uint32_t kWaiter = 1U << 31;  // a thread sleeps in wait()
+  static constexpr std::uint32_t kHelper = 1U << 30;  // a worker sleeps in help_until
+  static constexpr std::uint32_t kEpochMask = kHelper - 1;
 
   friend void detail::flush_group_completions(const void* next_key) noexcept;
   void note_finished() noexcept;              // batched per thread; see flush_group_completions
-  void finish(std::uint32_t count) noexcept;  // the count drops by `count`
-  void finish_one() noexcept { finish(1); }
+  void finish(std::uint32_t count) noexcept;  // `count` more tasks have finished
   void record(std::exception_ptr error) noexcept;
   [[nodiscard]] bool is_done() const noexcept override {
-    return (pending_.load(std::memory_order_acquire) & kCount) == 0;
+    // finished_ first: every task it counts was counted as submitted before it was queued, so
+    // the submitted counts read after it are at least as large (never a false "done").
+    const std::uint64_t finished = finished_.load(std::memory_order_seq_cst);
+    return finished == submitted();
   }
   bool arm_helper_wake() const noexcept override;
+  bool arm(std::uint32_t flag) const noexcept;
 
   ThreadPool* pool_;
-  mutable std::atomic<std::uint32_t> pending_{0};
+  const void* const owner_;  // the thread that made the group: see count_submitted
+  std::atomic<std::uint64_t> owner_submitted_{0};
+  alignas(64) std::atomic<std::uint64_t> shared_submitted_{0};
+  // Off the owner's cache line: the workers write these.
+  alignas(64) std::atomic<std::uint64_t> finished_{0};
+  mutable std::atomic<std::uint32_t> sleep_word_{0};
+  // Threads inside finish(): wait() returns only once none is, since the group may be destroyed
+  // as soon as wait() returns.
+  std::atomic<std::uint32_t> finishing_{0};
   std::atomic<bool> cancelled_{false};
   std::mutex error_mutex_;
   std::exception_ptr error_;

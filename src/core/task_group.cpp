@@ -1,5 +1,8 @@
 #include "strand/task_group.hpp"
 
+#include <thread>
+
+#include "cpu_relax.hpp"
 #include "strand/detail/futex.hpp"
 
 namespace strand {
@@ -15,20 +18,21 @@ TaskGroup::~TaskGroup() {
 
 void TaskGroup::wait() {
   if (!is_done()) detail::help_pool_until(pool_->core(), *this);
-  // help returns once the count is zero; this loop only guards that and clears the wake flags.
-  std::uint32_t w = pending_.load(std::memory_order_acquire);
-  while ((w & kCount) != 0) {
-    if ((w & kWaiter) == 0) {
-      if (!pending_.compare_exchange_weak(w, w | kWaiter, std::memory_order_acq_rel,
-                                          std::memory_order_acquire)) {
-        continue;
-      }
-      w |= kWaiter;
-    }
-    detail::futex_wait(pending_, w);
-    w = pending_.load(std::memory_order_acquire);
+  // help returns once done; this loop only guards that (an outside thread's help may also return
+  // when its pool is shut down).
+  while (arm(kWaiter)) {
+    const std::uint32_t w = sleep_word_.load(std::memory_order_seq_cst);
+    if ((w & kWaiter) == 0 || is_done()) continue;  // finished meanwhile: re-armed or done
+    detail::futex_wait(sleep_word_, w);
   }
-  pending_.fetch_and(kCount, std::memory_order_relaxed);  // nobody sleeps on it any more
+  // A finishing thread may still be about to wake us: the group must outlive it.
+  for (int spins = 0; finishing_.load(std::memory_order_seq_cst) != 0; ++spins) {
+    if (spins < 64) {
+      detail::cpu_relax();
+    } else {
+      std::this_thread::yield();
+    }
+  }
   std::exception_ptr error;
   {
     std::lock_guard lock(error_mutex_);
@@ -69,12 +73,21 @@ void detail::flush_group_completions(const void* next_key) noexcept {
 }
 
 void TaskGroup::finish(std::uint32_t count) noexcept {
-  const std::uint32_t old = pending_.fetch_sub(count, std::memory_order_acq_rel);
-  if ((old & kCount) != count) return;
-  // The group may be destroyed as soon as a waiter sees the count at zero; from here on only the
-  // address of pending_ is used (a futex wake on a dead address is harmless).
-  if ((old & kWaiter) != 0) detail::futex_wake_all(pending_);
-  if ((old & kHelper) != 0) detail::notify_helpers();
+  finishing_.fetch_add(1, std::memory_order_seq_cst);
+  const std::uint64_t finished = finished_.fetch_add(count, std::memory_order_seq_cst) + count;
+  // Read after the add: every task counted in `finished` was counted as submitted before it was
+  // queued, so this is never below `finished`; equal means done, and nobody else can see "done"
+  // first and miss the wake (a later submission only makes a spurious wake).
+  if (finished == submitted()) {
+    const std::uint32_t w = sleep_word_.load(std::memory_order_seq_cst);
+    if ((w & (kWaiter | kHelper)) != 0) {
+      const std::uint32_t old =
+          sleep_word_.exchange((w + 1) & kEpochMask, std::memory_order_seq_cst);
+      if ((old & kWaiter) != 0) detail::futex_wake_all(sleep_word_);
+      if ((old & kHelper) != 0) detail::notify_helpers();
+    }
+  }
+  finishing_.fetch_sub(1, std::memory_order_seq_cst);
 }
 
 void TaskGroup::record(std::exception_ptr error) noexcept {
@@ -83,12 +96,18 @@ void TaskGroup::record(std::exception_ptr error) noexcept {
 }
 
 bool TaskGroup::arm_helper_wake() const noexcept {
-  std::uint32_t w = pending_.load(std::memory_order_acquire);
+  return arm(kHelper);
+}
+
+// Sets `flag` unless done; false if done. A finish() that makes the group done after the flag is
+// set sees it and wakes (both sides are seq_cst: one of the two sees the other).
+bool TaskGroup::arm(std::uint32_t flag) const noexcept {
+  std::uint32_t w = sleep_word_.load(std::memory_order_seq_cst);
   for (;;) {
-    if ((w & kCount) == 0) return false;
-    if ((w & kHelper) != 0) return true;
-    if (pending_.compare_exchange_weak(w, w | kHelper, std::memory_order_acq_rel,
-                                       std::memory_order_acquire)) {
+    if (is_done()) return false;
+    if ((w & flag) != 0) return true;
+    if (sleep_word_.compare_exchange_weak(w, w | flag, std::memory_order_seq_cst)) {
+      if (is_done()) return false;
       return true;
     }
   }

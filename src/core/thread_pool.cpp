@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <utility>
 
+#include "asymmetric_barrier.hpp"
 #include "cpu_relax.hpp"
 #include "fork_hooks.hpp"
 #include "pool_core.hpp"
@@ -31,6 +32,9 @@ std::atomic<std::uint64_t> next_pool_id{1};
 constexpr int kSpinRounds = 10;
 constexpr int kYieldRounds = 4;
 constexpr int kHelpSpin = 64;
+// How long a sleeping worker or helper trusts that pushes see it before it pays for a heavy
+// barrier (see sleep()).
+constexpr std::chrono::microseconds kNap{500};
 
 struct WorkerContext {
   PoolCore* core = nullptr;
@@ -75,6 +79,7 @@ PoolCore::PoolCore(std::size_t threads, std::string name)
       // Go's rule: at most half the workers spin looking for work; the rest sleep until woken.
       max_searching_(std::max<std::size_t>(1, (threads == 0 ? hardware_threads() : threads) / 2)) {
   if (threads == 0) threads = hardware_threads();
+  enable_light_pushes();
   deques_.reserve(threads);
   for (std::size_t i = 0; i < threads; ++i)
     deques_.push_back(std::make_unique<WorkStealingDeque>());
@@ -131,13 +136,15 @@ bool PoolCore::push(Job* job) noexcept {
   if (this_worker.core == this) {
     // A worker may always add work, even while the pool drains: that work is part of the drain.
     try {
-      this_worker.deque->push(job);
+      this_worker.deque->push(job, light_pushes());
     } catch (...) {  // out of memory growing the deque
       return false;
     }
+    light_barrier();
   } else if (!push_external(job)) {
     return false;
   }
+  // The loads below see a sleeper that announced itself, or it sees the job (see sleep()).
   wake_for_new_work();
   if (help_sleepers.load(std::memory_order_seq_cst) != 0) notify_helpers();
   return true;
@@ -158,13 +165,14 @@ bool PoolCore::push_external(Job* job) noexcept {
   }
   if (!accepting_.load(std::memory_order_relaxed)) return false;  // the common refusal, cheaply
   try {
-    slot->deque.push(job);
+    slot->deque.push(job, light_pushes());
   } catch (...) {
     return false;
   }
-  // Push first, check after: shutdown closes accepting_ and then drains the deques (both seq_cst),
-  // so either it sees this job or this check sees it closed; then take the job back unless a
-  // drain already took it (and will run or discard it).
+  light_barrier();
+  // Push first, check after: shutdown closes accepting_, then (after a heavy barrier) drains the
+  // deques, so either it sees this job or this check sees it closed; then take the job back
+  // unless a drain already took it (and will run or discard it).
   if (accepting_.load(std::memory_order_seq_cst)) return true;
   return slot->deque.pop() == nullptr;
 }
@@ -248,7 +256,18 @@ void PoolCore::sleep() noexcept {
   flush_job_frees();  // blocks freed for their owners should not idle here with this thread
   const std::uint32_t seen = epoch_.load(std::memory_order_seq_cst);
   sleepers_.fetch_add(1, std::memory_order_seq_cst);
-  if (!has_work() && !stopping_.load(std::memory_order_seq_cst)) futex_wait(epoch_, seen);
+  const auto idle = [&] {
+    return !has_work() && !stopping_.load(std::memory_order_seq_cst);
+  };
+  // A push that has_work() misses here may also have missed sleepers_ (light pushes: see
+  // asymmetric_barrier.hpp). Only a heavy barrier rules that out, and it interrupts the threads
+  // that are busy, so it is paid only by a worker idle for a whole nap: a short idle spell (the
+  // usual kind) costs the busy threads nothing, and a job caught in that race waits a nap at most.
+  if (idle() && !futex_wait_until(epoch_, seen, std::chrono::steady_clock::now() + kNap) &&
+      epoch_.load(std::memory_order_seq_cst) == seen) {
+    heavy_barrier();
+    if (idle()) futex_wait(epoch_, seen);
+  }
   sleepers_.fetch_sub(1, std::memory_order_seq_cst);
   wake_pending_.store(false, std::memory_order_release);  // the wake (if it was ours) arrived
 }
@@ -307,10 +326,19 @@ void PoolCore::help(const HelpWaitable& w,
     const std::uint32_t seen = help_epoch.load(std::memory_order_seq_cst);
     help_sleepers.fetch_add(1, std::memory_order_seq_cst);
     if (w.arm_helper_wake() && !has_work()) {
-      if (deadline) {
-        futex_wait_until(help_epoch, seen, *deadline);
-      } else {
-        futex_wait(help_epoch, seen);
+      // A nap first, then a heavy barrier and the real sleep, as in sleep().
+      const auto nap_end = std::chrono::steady_clock::now() + kNap;
+      const auto first = deadline ? std::min(*deadline, nap_end) : nap_end;
+      if (!futex_wait_until(help_epoch, seen, first) &&
+          help_epoch.load(std::memory_order_seq_cst) == seen && first == nap_end) {
+        heavy_barrier();
+        if (w.arm_helper_wake() && !has_work()) {
+          if (deadline) {
+            futex_wait_until(help_epoch, seen, *deadline);
+          } else {
+            futex_wait(help_epoch, seen);
+          }
+        }
       }
     }
     help_sleepers.fetch_sub(1, std::memory_order_seq_cst);
@@ -324,6 +352,7 @@ void PoolCore::shutdown(ShutdownMode mode) {
                            "for itself");
   }
   accepting_.store(false, std::memory_order_seq_cst);
+  heavy_barrier();  // a push the drain below misses sees accepting_ closed (see push_external)
   if (mode == ShutdownMode::cancel) {
     cancelling_.store(true, std::memory_order_seq_cst);
     stop_.request_stop();
@@ -342,6 +371,7 @@ void PoolCore::shutdown(ShutdownMode mode) {
 
 void PoolCore::abandon() noexcept {
   accepting_.store(false, std::memory_order_seq_cst);
+  heavy_barrier();
   std::lock_guard lock(shutdown_mutex_);
   stopping_.store(true, std::memory_order_seq_cst);
   epoch_.fetch_add(1, std::memory_order_seq_cst);

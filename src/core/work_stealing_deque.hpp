@@ -21,8 +21,11 @@ class WorkStealingDeque {
   WorkStealingDeque(const WorkStealingDeque&) = delete;
   WorkStealingDeque& operator=(const WorkStealingDeque&) = delete;
 
-  // Owner only.
-  void push(Job* job) {
+  // Owner only. `light`: publish with a release store, the caller's light_barrier() and the
+  // sleepers' heavy_barrier() ordering it against the wake-up check (see asymmetric_barrier.hpp);
+  // otherwise with a seq_cst store: a pusher then checks for sleeping workers, and a sleeper,
+  // having announced itself, checks this deque; one of the two must see the other.
+  void push(Job* job, bool light) {
     const std::int64_t b = bottom_.load(std::memory_order_relaxed);
     Ring* ring = ring_.load(std::memory_order_relaxed);
     // top_ only grows, so a stale copy under-estimates the free room: re-read it (a cache line the
@@ -32,9 +35,7 @@ class WorkStealingDeque {
       if (ring == nullptr || b - cached_top_ >= ring->capacity) ring = grow(ring, cached_top_, b);
     }
     ring->put(b, job);
-    // seq_cst: a pusher then checks for sleeping workers, and a sleeper, having announced itself,
-    // checks this deque; one of the two must see the other.
-    bottom_.store(b + 1, std::memory_order_seq_cst);
+    bottom_.store(b + 1, light ? std::memory_order_release : std::memory_order_seq_cst);
   }
 
   // Owner only: the most recently pushed job, or null.

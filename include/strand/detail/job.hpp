@@ -16,6 +16,9 @@ namespace strand::detail {
 
 class PoolCore;
 
+// Its address names the calling thread (cheaper to compare than std::this_thread::get_id()).
+inline thread_local char this_thread_token = 0;
+
 // Memory for jobs: per-thread free lists, with blocks freed elsewhere handed back in batches (see
 // src/core/job_allocator.cpp). flush_job_frees hands back this thread's pending batch now.
 void* allocate_job(std::size_t size);
