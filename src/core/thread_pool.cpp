@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <stdexcept>
 #include <utility>
@@ -33,7 +35,7 @@ constexpr int kSpinRounds = 10;
 constexpr int kYieldRounds = 4;
 constexpr int kHelpSpin = 64;
 // How long a sleeping worker or helper trusts that pushes see it before it pays for a heavy
-// barrier (see sleep()).
+// barrier (see nap_then_sleep).
 constexpr std::chrono::microseconds kNap{500};
 
 struct WorkerContext {
@@ -48,6 +50,34 @@ std::uint32_t next_random() noexcept {
   x ^= x >> 17;
   x ^= x << 5;
   return x;
+}
+
+// Sleeps on `word` while it holds `seen`, if `idle()` (the caller has announced itself as a
+// sleeper), until `deadline` if there is one. A push that has_work() misses may also have missed
+// the announcement (light pushes: see asymmetric_barrier.hpp). Only a heavy barrier rules that
+// out, and it interrupts the threads that are busy, so it is paid only after a whole nap with no
+// wake: a short idle spell (the usual kind) costs the busy threads nothing, and a job caught in
+// that race waits a nap at most.
+template <class Idle>
+void nap_then_sleep(const std::atomic<std::uint32_t>& word, std::uint32_t seen,
+                    std::optional<std::chrono::steady_clock::time_point> deadline,
+                    Idle idle) noexcept {
+  if (!idle()) return;
+  const auto nap_end = std::chrono::steady_clock::now() + kNap;
+  if (deadline && *deadline <= nap_end) {
+    futex_wait_until(word, seen, *deadline);
+    return;
+  }
+  if (futex_wait_until(word, seen, nap_end) || word.load(std::memory_order_seq_cst) != seen) {
+    return;  // woken (or spuriously): the caller looks again
+  }
+  heavy_barrier();
+  if (!idle()) return;
+  if (deadline) {
+    futex_wait_until(word, seen, *deadline);
+  } else {
+    futex_wait(word, seen);
+  }
 }
 
 }  // namespace
@@ -256,18 +286,8 @@ void PoolCore::sleep() noexcept {
   flush_job_frees();  // blocks freed for their owners should not idle here with this thread
   const std::uint32_t seen = epoch_.load(std::memory_order_seq_cst);
   sleepers_.fetch_add(1, std::memory_order_seq_cst);
-  const auto idle = [&] {
-    return !has_work() && !stopping_.load(std::memory_order_seq_cst);
-  };
-  // A push that has_work() misses here may also have missed sleepers_ (light pushes: see
-  // asymmetric_barrier.hpp). Only a heavy barrier rules that out, and it interrupts the threads
-  // that are busy, so it is paid only by a worker idle for a whole nap: a short idle spell (the
-  // usual kind) costs the busy threads nothing, and a job caught in that race waits a nap at most.
-  if (idle() && !futex_wait_until(epoch_, seen, std::chrono::steady_clock::now() + kNap) &&
-      epoch_.load(std::memory_order_seq_cst) == seen) {
-    heavy_barrier();
-    if (idle()) futex_wait(epoch_, seen);
-  }
+  nap_then_sleep(epoch_, seen, std::nullopt,
+                 [&] { return !has_work() && !stopping_.load(std::memory_order_seq_cst); });
   sleepers_.fetch_sub(1, std::memory_order_seq_cst);
   wake_pending_.store(false, std::memory_order_release);  // the wake (if it was ours) arrived
 }
@@ -325,22 +345,7 @@ void PoolCore::help(const HelpWaitable& w,
     if (w.is_done()) return;
     const std::uint32_t seen = help_epoch.load(std::memory_order_seq_cst);
     help_sleepers.fetch_add(1, std::memory_order_seq_cst);
-    if (w.arm_helper_wake() && !has_work()) {
-      // A nap first, then a heavy barrier and the real sleep, as in sleep().
-      const auto nap_end = std::chrono::steady_clock::now() + kNap;
-      const auto first = deadline ? std::min(*deadline, nap_end) : nap_end;
-      if (!futex_wait_until(help_epoch, seen, first) &&
-          help_epoch.load(std::memory_order_seq_cst) == seen && first == nap_end) {
-        heavy_barrier();
-        if (w.arm_helper_wake() && !has_work()) {
-          if (deadline) {
-            futex_wait_until(help_epoch, seen, *deadline);
-          } else {
-            futex_wait(help_epoch, seen);
-          }
-        }
-      }
-    }
+    nap_then_sleep(help_epoch, seen, deadline, [&] { return w.arm_helper_wake() && !has_work(); });
     help_sleepers.fetch_sub(1, std::memory_order_seq_cst);
   }
 }
