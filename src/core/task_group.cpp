@@ -33,13 +33,17 @@ void TaskGroup::wait() {
       std::this_thread::yield();
     }
   }
+  if (cancelled_.load(std::memory_order_relaxed))
+    cancelled_.store(false, std::memory_order_relaxed);
+  // Every task has finished (and a recording task records before it counts itself finished).
+  if (!has_error_.load(std::memory_order_acquire)) return;
   std::exception_ptr error;
   {
     std::lock_guard lock(error_mutex_);
     error = std::exchange(error_, nullptr);
+    has_error_.store(false, std::memory_order_relaxed);
   }
-  cancelled_.store(false, std::memory_order_relaxed);
-  if (error) std::rethrow_exception(error);
+  if (error) std::rethrow_exception(error);  // null if another wait() took it first
 }
 
 namespace {
@@ -93,6 +97,7 @@ void TaskGroup::finish(std::uint32_t count) noexcept {
 void TaskGroup::record(std::exception_ptr error) noexcept {
   std::lock_guard lock(error_mutex_);
   if (!error_) error_ = std::move(error);
+  has_error_.store(true, std::memory_order_release);
 }
 
 bool TaskGroup::arm_helper_wake() const noexcept {
