@@ -227,6 +227,36 @@ TEST_P(Make, AHundredThousandTasksSharingAFailedPrerequisite) {
   EXPECT_EQ(leaves.back()->state(), TaskState::failed);
 }
 
+// make() keeps its working memory for the next run (src/graph/make.cpp, Scratch): nothing of one
+// run may leak into the next. A run whose tasks failed, then a bigger and a smaller run on fresh
+// graphs, each of which must run every task exactly once and end DONE.
+TEST_P(Make, ARunStartsFromNothingOfTheRunsBefore) {
+  {
+    auto bad = Task::make("bad", [] { throw std::runtime_error("boom"); });
+    std::vector<TaskPtr> layer;
+    for (int j = 0; j < 50; ++j) layer.push_back(bad->then("after_bad", [] {}));
+    for (const auto& t : make_now(layer, options())) ASSERT_EQ(t->state(), TaskState::failed);
+  }
+  for (const int width : {200, 30, 120}) {
+    std::atomic<int> ran{0};
+    std::vector<TaskPtr> previous;
+    for (int j = 0; j < width; ++j) previous.push_back(Task::make("first", [&ran] { ++ran; }));
+    for (int layer = 1; layer < 5; ++layer) {
+      std::vector<TaskPtr> next;
+      for (int j = 0; j < width; ++j) {
+        auto t = Task::make("t", [&ran] { ++ran; });
+        t->require(previous[j]).require(previous[(j + 1) % width]);
+        next.push_back(std::move(t));
+      }
+      previous = std::move(next);
+    }
+    const auto done = make_now(previous, options());
+    ASSERT_EQ(done.size(), static_cast<std::size_t>(width)) << "width " << width;
+    for (const auto& t : done) EXPECT_EQ(t->state(), TaskState::done) << "width " << width;
+    EXPECT_EQ(ran.load(), width * 5) << "width " << width;
+  }
+}
+
 TEST_P(Make, AChainOfAHundredThousandTasks) {
   constexpr int kTasks = 100'000;
   int ran = 0;  // a chain runs one task at a time, whichever thread

@@ -430,11 +430,15 @@ class Run : public std::enable_shared_from_this<Run> {
     const TaskState state = node.task->state();
     if (node.requested) {
       if (fail_fast_ && state != TaskState::done) stopping_.store(true, std::memory_order_relaxed);
+      bool first = false;
       {
         std::lock_guard lock(mutex_);
+        first = inbox_.empty();
         inbox_.push_back(i);
       }
-      changed_.notify_all();
+      // The iterating thread empties the whole inbox when it wakes, and it sleeps only on an empty
+      // one: a wake per batch, not per task (1,000 requested tasks were 1,000 futex wakes).
+      if (first) changed_.notify_all();
     }
     for (std::uint32_t k = node.first_successor; k < node.end_successor; ++k) {
       Node& successor = nodes_[successors_[k]];
