@@ -7,11 +7,13 @@
 // plugins (compile definitions).
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <sys/wait.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <map>
@@ -20,6 +22,7 @@
 #include <ostream>
 #include <random>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -76,6 +79,27 @@ std::vector<int> children_of(int parent) {
     if (fields >> state >> ppid && ppid == parent) out.push_back(std::stoi(name));
   }
   return out;
+}
+
+// The state letter of process `pid` from /proc ('T' once a SIGSTOP has stopped it), or 0 if gone.
+char state_of(int pid) {
+  const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+  const auto comm_end = stat.rfind(')');
+  return comm_end == std::string::npos || comm_end + 2 >= stat.size() ? '\0' : stat[comm_end + 2];
+}
+
+// Whether some connection holds the write lock of the SQLite file `db` now, that is, is inside a
+// write transaction. A new connection has no busy timeout: BEGIN IMMEDIATE fails at once if so.
+bool write_lock_held(const std::filesystem::path& db) {
+  sqlite3* raw = nullptr;
+  if (sqlite3_open_v2(db.c_str(), &raw, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK) {
+    sqlite3_close(raw);
+    throw std::runtime_error("cannot open " + db.string());
+  }
+  const bool held = sqlite3_exec(raw, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_BUSY;
+  if (!held) sqlite3_exec(raw, "ROLLBACK", nullptr, nullptr, nullptr);
+  sqlite3_close(raw);
+  return held;
 }
 
 enum class StoreKind { sqlite, redis };
@@ -287,14 +311,32 @@ TEST_P(WorkerProcesses, AWorkerResumedAfterItsLeaseCannotRecordItsResult) {
     std::this_thread::sleep_for(5ms);  // another process forks it: there is nothing to wait on
   }
   ASSERT_EQ(job_process.size(), 1u) << read_file(dir_.path() / "frozen.log");
-  ASSERT_EQ(::kill(frozen.pid(), SIGSTOP), 0);
+  // Frozen outside a transaction: SQLite's locks belong to the process, so a worker stopped inside
+  // one would keep every other writer out until it resumed (CI once froze it there: the second
+  // worker could never claim the job). Thawed and frozen again until the file is free.
+  for (int attempt = 0;; ++attempt) {
+    ASSERT_EQ(::kill(frozen.pid(), SIGSTOP), 0);
+    while (state_of(frozen.pid()) != 'T') {
+      std::this_thread::sleep_for(1ms);  // the stop lands asynchronously: there is no wait for it
+    }
+    if (!redis_ && write_lock_held(dir_.path() / "jobs.db")) {
+      ASSERT_LT(attempt, 100) << "the frozen worker always held the store's write lock";
+      ASSERT_EQ(::kill(frozen.pid(), SIGCONT), 0);
+      std::this_thread::sleep_for(2ms);  // let it finish its transaction
+      continue;
+    }
+    break;
+  }
   const Record taken = store_->get(id);
   ASSERT_EQ(taken.status, Status::running);
   ASSERT_EQ(taken.job->worker, "frozen");
 
   auto second = start_worker("second", flags);
   const Record done = wait_for(id, [](const Record& r) { return r.status == Status::completed; });
-  ASSERT_EQ(done.status, Status::completed);
+  ASSERT_EQ(done.status, Status::completed)
+      << "held by " << (done.job ? done.job->worker : "?") << "\nfrozen.log:\n"
+      << read_file(dir_.path() / "frozen.log") << "second.log:\n"
+      << read_file(dir_.path() / "second.log");
   EXPECT_NE(done.value, job_process[0]);  // the pid of the process that ran the job: not frozen's
   ASSERT_EQ(done.job->history.size(), 2u);
   EXPECT_EQ(done.job->history[0].worker, "frozen");
