@@ -292,6 +292,16 @@ TEST(MakeOnPool, IndependentTasksRunInParallel) {
   EXPECT_EQ(b->state(), TaskState::done);
 }
 
+// make_now waits by helping the pool: inside the only worker's job it runs the graph there.
+TEST(MakeOnPool, MakeNowInTheJobOfAOneWorkerPoolDoesNotDeadlock) {
+  ThreadPool pool(1);
+  auto t1 = Task::make("t1", [] { return 1; });
+  auto t2 = t1->then("t2", [] { return 2; });
+  auto made = pool.submit([&] { return make_now({t2}, {.executor = &pool}).size(); });
+  EXPECT_EQ(made.get(5s), 1U);
+  EXPECT_EQ(t2->result<int>(), 2);
+}
+
 TEST(MakeOnPool, ConcurrentMakesShareTasksAndRunEachOnce) {
   ThreadPool pool(2);
   std::atomic<int> root_runs{0};

@@ -43,7 +43,8 @@ struct MakeOptions {
 // iteration starts; leaving the loop early stops dispatching and waits for what is running.
 [[nodiscard]] Generator<TaskPtr> make(std::vector<TaskPtr> tasks, MakeOptions options = {});
 
-// make() run to the end: the finished tasks in completion order.
+// make() run to the end: the finished tasks in completion order. With an executor the calling
+// thread helps run the graph's jobs meanwhile (as TaskGroup::wait does), so tasks run on it too.
 std::vector<TaskPtr> make_now(std::vector<TaskPtr> tasks, MakeOptions options = {});
 
 // make_now() on a thread of its own; the handle gives the list.
