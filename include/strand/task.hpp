@@ -135,6 +135,9 @@ concept has_sole_parameter = requires {
 
 // A vector whose first N elements live inline: most tasks have one or two prerequisites and
 // dependents, and a graph of 100,000 tasks should not cost 200,000 more allocations.
+// A vector with room for N elements inside it, spilling to the heap beyond: most tasks have one or
+// two prerequisites and dependents. Kept small (the spill is one pointer) since a graph is many
+// tasks and building one is mostly writing them to memory.
 template <class T, std::size_t N>
 class SmallVector {
  public:
@@ -142,15 +145,16 @@ class SmallVector {
     if (size_ < N) {
       inline_[size_] = std::move(value);
     } else {
-      overflow_.push_back(std::move(value));
+      if (!overflow_) overflow_ = std::make_unique<std::vector<T>>();
+      overflow_->push_back(std::move(value));
     }
     ++size_;
   }
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
   [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
-  T& operator[](std::size_t i) noexcept { return i < N ? inline_[i] : overflow_[i - N]; }
+  T& operator[](std::size_t i) noexcept { return i < N ? inline_[i] : (*overflow_)[i - N]; }
   const T& operator[](std::size_t i) const noexcept {
-    return i < N ? inline_[i] : overflow_[i - N];
+    return i < N ? inline_[i] : (*overflow_)[i - N];
   }
   [[nodiscard]] std::vector<T> to_vector() const {
     std::vector<T> out;
@@ -168,7 +172,7 @@ class SmallVector {
   }
   void clear() noexcept {
     for (std::size_t i = 0; i < size_ && i < N; ++i) inline_[i] = T();
-    overflow_.clear();
+    overflow_.reset();
     size_ = 0;
   }
   template <class P>
@@ -181,13 +185,10 @@ class SmallVector {
 
  private:
   std::array<T, N> inline_{};
-  std::size_t size_ = 0;
-  std::vector<T> overflow_;
+  std::unique_ptr<std::vector<T>> overflow_;
+  std::uint32_t size_ = 0;
 };
 
-// A few bytes guarding a task's state, result and callbacks: held for a handful of instructions,
-// never while user code runs, so a spin is cheaper than a std::mutex (40 bytes, a syscall when it
-// does contend) and keeps the task small.
 class TaskSpinLock {
  public:
   void lock() noexcept;
@@ -228,7 +229,7 @@ class Task : public std::enable_shared_from_this<Task> {
 
   // This task will not run before `other` is DONE. Throws strand::CycleError (naming the cycle) if
   // `other` already depends on this task, itself included. Returns *this.
-  Task& require(const TaskPtr& other);
+  Task& require(TaskPtr other);  // by value: then() hands its pointer over with no extra count
   // A new task that requires this one.
   template <class F>
   TaskPtr then(std::string name, F f, TaskOptions options = {}) {
@@ -382,7 +383,7 @@ class Task : public std::enable_shared_from_this<Task> {
   std::function<std::any()> function_;
   std::any result_;
   std::exception_ptr error_;
-  std::vector<std::function<void(Task&)>> callbacks_;
+  std::unique_ptr<std::vector<std::function<void(Task&)>>> callbacks_;  // lock_; most have none
   std::unique_ptr<Extras> extras_;
   std::string name_;
   detail::SmallVector<std::weak_ptr<Task>, 2> dependents_;  // graph mutex

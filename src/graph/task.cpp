@@ -156,7 +156,7 @@ bool detail::TaskRuntime::apply_if(Task& task, TaskState from, TaskEvent event, 
     if (is_finished(*to)) {
       if (result != nullptr) task.result_ = std::move(*result);
       task.error_ = std::move(error);
-      if (!task.callbacks_.empty()) callbacks.swap(task.callbacks_);
+      if (task.callbacks_) callbacks.swap(*task.callbacks_);
     } else if (event == TaskEvent::retry) {
       task.result_.reset();
       task.error_ = nullptr;
@@ -272,7 +272,7 @@ Task::~Task() {
   releasing = nullptr;
 }
 
-Task& Task::require(const TaskPtr& other) {
+Task& Task::require(TaskPtr other) {
   if (!other) throw std::invalid_argument("strand: task \"" + name_ + "\" cannot require null");
   std::lock_guard lock(Runtime::graph_mutex());
   if (other.get() == this) throw CycleError({name_, name_});
@@ -305,9 +305,9 @@ Task& Task::require(const TaskPtr& other) {
       }
     }
   }
-  prerequisites_.push_back(other);
-  // Forget dependents that are gone, so a long-lived prerequisite's list does not only grow.
   auto& deps = other->dependents_;
+  prerequisites_.push_back(std::move(other));
+  // Forget dependents that are gone, so a long-lived prerequisite's list does not only grow.
   const auto n = deps.size();
   if (n >= 8 && (n & (n - 1)) == 0) {  // at sizes 8, 16, 32...: amortised O(1)
     deps.erase_if([](const std::weak_ptr<Task>& d) { return d.expired(); });
@@ -379,7 +379,8 @@ void Task::add_callback(std::function<void(Task&)> callback) {
   {
     std::lock_guard lock(lock_);
     if (!is_finished(state_.load(std::memory_order_relaxed))) {
-      callbacks_.push_back(std::move(callback));
+      if (!callbacks_) callbacks_ = std::make_unique<std::vector<std::function<void(Task&)>>>();
+      callbacks_->push_back(std::move(callback));
       return;
     }
   }
