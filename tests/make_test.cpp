@@ -302,6 +302,21 @@ TEST(MakeOnPool, MakeNowInTheJobOfAOneWorkerPoolDoesNotDeadlock) {
   EXPECT_EQ(t2->result<int>(), 2);
 }
 
+// Iterating make() inside the only worker's job: that worker helps run the graph between yields.
+TEST(MakeOnPool, IteratingMakeInTheJobOfAOneWorkerPoolDoesNotDeadlock) {
+  ThreadPool pool(1);
+  auto t1 = Task::make("t1", [] { return 1; });
+  auto t2 = t1->then("t2", [] { return 2; });
+  auto t3 = Task::make("t3", [] { return 3; });
+  auto yielded = pool.submit([&] {
+    std::vector<std::string> out;
+    for (const auto& t : make({t2, t3}, {.executor = &pool})) out.push_back(t->name());
+    std::sort(out.begin(), out.end());
+    return out;
+  });
+  EXPECT_EQ(yielded.get(5s), (std::vector<std::string>{"t2", "t3"}));
+}
+
 TEST(MakeOnPool, ConcurrentMakesShareTasksAndRunEachOnce) {
   ThreadPool pool(2);
   std::atomic<int> root_runs{0};

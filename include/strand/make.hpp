@@ -40,7 +40,8 @@ struct MakeOptions {
 };
 
 // A range yielding each requested task (duplicates once) as it finishes. Nothing runs until the
-// iteration starts; leaving the loop early stops dispatching and waits for what is running.
+// iteration starts; leaving the loop early stops dispatching and waits for what is running. A
+// thread outside the pool sleeps between yields; a pool worker helps run the pool's jobs.
 [[nodiscard]] Generator<TaskPtr> make(std::vector<TaskPtr> tasks, MakeOptions options = {});
 
 // make() run to the end: the finished tasks in completion order. With an executor the calling
