@@ -7,6 +7,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -135,6 +136,28 @@ TEST(Task, ThenAndRequireLinkBothWays) {
   EXPECT_EQ(t1->dependents(), (std::vector<TaskPtr>{t2}));
   t2.reset();
   EXPECT_TRUE(t1->dependents().empty());  // a dependent that is gone is not listed
+}
+
+// then() changes only the prerequisite's list of dependents, under that task's own lock, while
+// require() and dependents() may run on other threads; a cycle is still refused meanwhile.
+TEST(Task, ThenFromManyThreadsOnOneTaskKeepsEveryDependent) {
+  constexpr int kThreads = 4;
+  constexpr int kEach = 500;
+  auto root = Task::make("root");
+  std::vector<std::vector<TaskPtr>> made(kThreads);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      for (int k = 0; k < kEach; ++k) made[i].push_back(root->then("t", [] {}));
+      EXPECT_THROW(root->require(made[i].back()), CycleError);
+      for (int k = 0; k < 50; ++k) EXPECT_LE(root->dependents().size(), kThreads * kEach + 0U);
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(root->dependents().size(), static_cast<std::size_t>(kThreads * kEach));
+  for (const auto& list : made) {
+    for (const auto& t : list) ASSERT_EQ(t->prerequisites(), (std::vector<TaskPtr>{root}));
+  }
 }
 
 TEST(Task, AFunctionThatThrowsFailsTheTaskAndCanBeRepairedAndRetried) {

@@ -234,7 +234,7 @@ class Task : public std::enable_shared_from_this<Task> {
   template <class F>
   TaskPtr then(std::string name, F f, TaskOptions options = {}) {
     auto next = make(std::move(name), std::move(f), options);
-    next->require(shared_from_this());
+    next->require_fresh(shared_from_this());
     return next;
   }
   [[nodiscard]] std::vector<TaskPtr> prerequisites() const;
@@ -359,6 +359,11 @@ class Task : public std::enable_shared_from_this<Task> {
   friend struct detail::TaskRuntime;
 
   void add_callback(std::function<void(Task&)> callback);
+  // require() for a task no other thread can reach yet (then()'s own): nothing can require it, so
+  // no cycle can close through it, and its prerequisites are its own. Only `other` is shared: its
+  // dependents are changed under its lock, not the process-wide graph mutex.
+  void require_fresh(TaskPtr other);
+  void add_dependent(std::weak_ptr<Task> dependent);
   void check_finished_ok() const;
   [[noreturn]] void throw_wrong_result_type(const std::any& got,
                                             const std::type_info& wanted) const;
@@ -373,7 +378,7 @@ class Task : public std::enable_shared_from_this<Task> {
   // What running and finishing touch comes first: a task is a few cache lines, and a graph run
   // visits each of them once or twice.
   std::atomic<TaskState> state_{TaskState::pending};
-  mutable detail::TaskSpinLock lock_;  // state_ changes, result_, error_, callbacks_
+  mutable detail::TaskSpinLock lock_;  // state_ changes, result_, error_, callbacks_, dependents_
   bool print_transitions_ = false;
   bool cancel_on_exception_ = false;
   std::uint32_t index_ = 0;  // graph walks: this task's position in the walk
@@ -386,7 +391,8 @@ class Task : public std::enable_shared_from_this<Task> {
   std::unique_ptr<std::vector<std::function<void(Task&)>>> callbacks_;  // lock_; most have none
   std::unique_ptr<Extras> extras_;
   std::string name_;
-  detail::SmallVector<std::weak_ptr<Task>, 2> dependents_;  // graph mutex
+  detail::SmallVector<std::weak_ptr<Task>, 2>
+      dependents_;  // lock_ (inside the graph mutex, if both)
 };
 
 // `Task("t2", state=DONE)`

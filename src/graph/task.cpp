@@ -278,7 +278,11 @@ Task& Task::require(TaskPtr other) {
   if (other.get() == this) throw CycleError({name_, name_});
   // A cycle needs a path of prerequisites from `other` back to this task, so this task would have
   // to be someone's prerequisite already: a fresh task (then(), most require()s) skips the walk.
-  if (!dependents_.empty()) {
+  const bool required = [this] {
+    std::lock_guard own(lock_);
+    return !dependents_.empty();
+  }();
+  if (required) {
     const auto mark = Runtime::next_mark();
     std::unordered_map<Task*, Task*> reached_from;  // for naming the cycle
     std::vector<Task*> stack{other.get()};
@@ -305,15 +309,26 @@ Task& Task::require(TaskPtr other) {
       }
     }
   }
-  auto& deps = other->dependents_;
+  Task& prerequisite = *other;
   prerequisites_.push_back(std::move(other));
-  // Forget dependents that are gone, so a long-lived prerequisite's list does not only grow.
-  const auto n = deps.size();
-  if (n >= 8 && (n & (n - 1)) == 0) {  // at sizes 8, 16, 32...: amortised O(1)
-    deps.erase_if([](const std::weak_ptr<Task>& d) { return d.expired(); });
-  }
-  deps.push_back(weak_from_this());
+  prerequisite.add_dependent(weak_from_this());
   return *this;
+}
+
+void Task::require_fresh(TaskPtr other) {
+  Task& prerequisite = *other;
+  prerequisites_.push_back(std::move(other));
+  prerequisite.add_dependent(weak_from_this());
+}
+
+void Task::add_dependent(std::weak_ptr<Task> dependent) {
+  std::lock_guard lock(lock_);
+  // Forget dependents that are gone, so a long-lived prerequisite's list does not only grow.
+  const auto n = dependents_.size();
+  if (n >= 8 && (n & (n - 1)) == 0) {  // at sizes 8, 16, 32...: amortised O(1)
+    dependents_.erase_if([](const std::weak_ptr<Task>& d) { return d.expired(); });
+  }
+  dependents_.push_back(std::move(dependent));
 }
 
 std::vector<TaskPtr> Task::prerequisites() const {
@@ -322,7 +337,7 @@ std::vector<TaskPtr> Task::prerequisites() const {
 }
 
 std::vector<TaskPtr> Task::dependents() const {
-  std::lock_guard lock(Runtime::graph_mutex());
+  std::lock_guard lock(lock_);
   std::vector<TaskPtr> alive;
   for (std::size_t i = 0; i < dependents_.size(); ++i) {
     if (auto t = dependents_[i].lock()) alive.push_back(std::move(t));
