@@ -379,8 +379,13 @@ class Task : public std::enable_shared_from_this<Task> {
   // visits each of them once or twice.
   std::atomic<TaskState> state_{TaskState::pending};
   mutable detail::TaskSpinLock lock_;  // state_ changes, result_, error_, callbacks_, dependents_
-  bool print_transitions_ = false;
-  bool cancel_on_exception_ = false;
+  // Two bits of one byte, so that the flag after them fits in the same eight bytes as the state
+  // and the index.
+  bool print_transitions_ : 1 = false;
+  bool cancel_on_exception_ : 1 = false;
+  // Set once the task is anyone's prerequisite: require() skips its cycle walk while it is false.
+  // (An atomic, not dependents_ itself, so require() need not take lock_ to look.)
+  std::atomic<bool> has_dependents_{false};
   std::uint32_t index_ = 0;  // graph walks: this task's position in the walk
   std::uint64_t mark_ = 0;   // graph walks: visited in walk number mark_
   // Guarded by the process-wide graph mutex (src/graph/task.cpp), as are index_ and mark_.

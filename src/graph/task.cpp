@@ -278,11 +278,10 @@ Task& Task::require(TaskPtr other) {
   if (other.get() == this) throw CycleError({name_, name_});
   // A cycle needs a path of prerequisites from `other` back to this task, so this task would have
   // to be someone's prerequisite already: a fresh task (then(), most require()s) skips the walk.
-  const bool required = [this] {
-    std::lock_guard own(lock_);
-    return !dependents_.empty();
-  }();
-  if (required) {
+  // A dependent added by a then() on another thread at this moment cannot matter: that new task
+  // is nobody's prerequisite, so no path from `other` leads through it to this task. Any other
+  // dependent was added under the graph mutex, which this thread holds now.
+  if (has_dependents_.load(std::memory_order_acquire)) {
     const auto mark = Runtime::next_mark();
     std::unordered_map<Task*, Task*> reached_from;  // for naming the cycle
     std::vector<Task*> stack{other.get()};
@@ -329,6 +328,7 @@ void Task::add_dependent(std::weak_ptr<Task> dependent) {
     dependents_.erase_if([](const std::weak_ptr<Task>& d) { return d.expired(); });
   }
   dependents_.push_back(std::move(dependent));
+  has_dependents_.store(true, std::memory_order_release);
 }
 
 std::vector<TaskPtr> Task::prerequisites() const {
