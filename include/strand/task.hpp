@@ -134,10 +134,9 @@ concept has_sole_parameter = requires {
 };
 
 // A vector whose first N elements live inline: most tasks have one or two prerequisites and
-// dependents, and a graph of 100,000 tasks should not cost 200,000 more allocations.
-// A vector with room for N elements inside it, spilling to the heap beyond: most tasks have one or
-// two prerequisites and dependents. Kept small (the spill is one pointer) since a graph is many
-// tasks and building one is mostly writing them to memory.
+// dependents, and a graph of 100,000 tasks should not cost 200,000 more allocations. The spill
+// beyond N is one pointer, so that it stays small: building a graph is mostly writing its tasks to
+// memory.
 template <class T, std::size_t N>
 class SmallVector {
  public:
@@ -189,6 +188,10 @@ class SmallVector {
   std::uint32_t size_ = 0;
 };
 
+// A few bytes guarding a task's state, result, callbacks and dependents: held briefly (a state
+// change is a handful of instructions; adding or listing dependents copies a few pointers), never
+// while user code runs, so a spin is cheaper than a std::mutex (40 bytes, a syscall when it does
+// contend) and keeps the task small.
 class TaskSpinLock {
  public:
   void lock() noexcept;
