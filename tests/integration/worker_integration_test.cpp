@@ -81,13 +81,6 @@ std::vector<int> children_of(int parent) {
   return out;
 }
 
-// The state letter of process `pid` from /proc ('T' once a SIGSTOP has stopped it), or 0 if gone.
-char state_of(int pid) {
-  const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
-  const auto comm_end = stat.rfind(')');
-  return comm_end == std::string::npos || comm_end + 2 >= stat.size() ? '\0' : stat[comm_end + 2];
-}
-
 // Whether some connection holds the write lock of the SQLite file `db` now, that is, is inside a
 // write transaction. A new connection has no busy timeout: BEGIN IMMEDIATE fails at once if so.
 bool write_lock_held(const std::filesystem::path& db) {
@@ -316,9 +309,9 @@ TEST_P(WorkerProcesses, AWorkerResumedAfterItsLeaseCannotRecordItsResult) {
   // worker could never claim the job). Thawed and frozen again until the file is free.
   for (int attempt = 0;; ++attempt) {
     ASSERT_EQ(::kill(frozen.pid(), SIGSTOP), 0);
-    while (state_of(frozen.pid()) != 'T') {
-      std::this_thread::sleep_for(1ms);  // the stop lands asynchronously: there is no wait for it
-    }
+    int stopped = 0;  // the stop lands asynchronously: wait for it (the worker is our child)
+    ASSERT_EQ(::waitpid(frozen.pid(), &stopped, WUNTRACED), frozen.pid());
+    ASSERT_TRUE(WIFSTOPPED(stopped));
     if (!redis_ && write_lock_held(dir_.path() / "jobs.db")) {
       ASSERT_LT(attempt, 100) << "the frozen worker always held the store's write lock";
       ASSERT_EQ(::kill(frozen.pid(), SIGCONT), 0);
