@@ -82,13 +82,15 @@ std::vector<int> children_of(int parent) {
 }
 
 // Whether some connection holds the write lock of the SQLite file `db` now, that is, is inside a
-// write transaction. A new connection has no busy timeout: BEGIN IMMEDIATE fails at once if so.
-bool write_lock_held(const std::filesystem::path& db) {
+// write transaction: BEGIN IMMEDIATE fails at once if so. With `wait`, waits instead (SQLite's own
+// busy timeout, up to 5 s) until the holder has let go, and says false.
+bool write_lock_held(const std::filesystem::path& db, std::chrono::milliseconds wait = {}) {
   sqlite3* raw = nullptr;
   if (sqlite3_open_v2(db.c_str(), &raw, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK) {
     sqlite3_close(raw);
     throw std::runtime_error("cannot open " + db.string());
   }
+  sqlite3_busy_timeout(raw, static_cast<int>(wait.count()));
   const bool held = sqlite3_exec(raw, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_BUSY;
   if (!held) sqlite3_exec(raw, "ROLLBACK", nullptr, nullptr, nullptr);
   sqlite3_close(raw);
@@ -315,7 +317,7 @@ TEST_P(WorkerProcesses, AWorkerResumedAfterItsLeaseCannotRecordItsResult) {
     if (!redis_ && write_lock_held(dir_.path() / "jobs.db")) {
       ASSERT_LT(attempt, 100) << "the frozen worker always held the store's write lock";
       ASSERT_EQ(::kill(frozen.pid(), SIGCONT), 0);
-      std::this_thread::sleep_for(2ms);  // let it finish its transaction
+      ASSERT_FALSE(write_lock_held(dir_.path() / "jobs.db", 5s));  // it finishes its transaction
       continue;
     }
     break;
