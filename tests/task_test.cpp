@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <barrier>
 #include <chrono>
 #include <sstream>
 #include <stdexcept>
@@ -158,6 +159,54 @@ TEST(Task, ThenFromManyThreadsOnOneTaskKeepsEveryDependent) {
   for (const auto& list : made) {
     for (const auto& t : list) ASSERT_EQ(t->prerequisites(), (std::vector<TaskPtr>{root}));
   }
+}
+
+// require() on a task nothing depends on takes no graph mutex (see task.cpp): three threads each
+// add one edge of a ring of three fresh tasks at once, round after round. Any two edges are fine;
+// the third would close the cycle. Exactly one of the three is refused every round, whichever
+// order they land in, and the refused edge leaves no trace in either task.
+TEST(Task, RequireFromThreeThreadsClosingARingRefusesExactlyOneEdge) {
+  constexpr int kThreads = 3;
+  constexpr int kRounds = 300;
+  std::barrier start(kThreads + 1);
+  std::barrier end(kThreads + 1);
+  std::vector<TaskPtr> ring(kThreads);
+  std::atomic<int> refused{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      for (int round = 0; round < kRounds; ++round) {
+        start.arrive_and_wait();
+        try {
+          ring[i]->require(ring[(i + 1) % kThreads]);  // t0 -> t1 -> t2 -> t0
+        } catch (const CycleError& e) {
+          EXPECT_EQ(e.cycle().size(), 4u) << e.what();
+          refused.fetch_add(1);
+        }
+        end.arrive_and_wait();
+      }
+    });
+  }
+  for (int round = 0; round < kRounds; ++round) {
+    for (int i = 0; i < kThreads; ++i) ring[i] = Task::make("t" + std::to_string(i));
+    refused = 0;
+    start.arrive_and_wait();
+    end.arrive_and_wait();
+    ASSERT_EQ(refused.load(), 1) << "round " << round;
+    std::size_t edges = 0;
+    for (int i = 0; i < kThreads; ++i) {
+      const auto prerequisites = ring[i]->prerequisites();
+      const auto dependents = ring[(i + 1) % kThreads]->dependents();
+      ASSERT_EQ(prerequisites.size(), dependents.size()) << "round " << round;
+      if (!prerequisites.empty()) {
+        EXPECT_EQ(prerequisites[0], ring[(i + 1) % kThreads]);
+        EXPECT_EQ(dependents[0], ring[i]);
+      }
+      edges += prerequisites.size();
+    }
+    ASSERT_EQ(edges, 2u) << "round " << round;
+  }
+  for (auto& t : threads) t.join();
 }
 
 TEST(Task, AFunctionThatThrowsFailsTheTaskAndCanBeRepairedAndRetried) {

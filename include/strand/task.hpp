@@ -366,7 +366,12 @@ class Task : public std::enable_shared_from_this<Task> {
   // no cycle can close through it, and its prerequisites are its own. Only `other` is shared: its
   // dependents are changed under its lock, not the process-wide graph mutex.
   void require_fresh(TaskPtr other);
+  // Lists `dependent` and marks this task reachable_.
   void add_dependent(std::weak_ptr<Task> dependent);
+  // Unlists `dependent` (a require() that found a cycle).
+  void remove_dependent(const Task& dependent);
+  // Throws CycleError if this task is reachable from `other` (call with the graph mutex held).
+  void throw_if_reached_from(Task& other);
   void check_finished_ok() const;
   [[noreturn]] void throw_wrong_result_type(const std::any& got,
                                             const std::type_info& wanted) const;
@@ -381,17 +386,21 @@ class Task : public std::enable_shared_from_this<Task> {
   // What running and finishing touch comes first: a task is a few cache lines, and a graph run
   // visits each of them once or twice.
   std::atomic<TaskState> state_{TaskState::pending};
-  mutable detail::TaskSpinLock lock_;  // state_ changes, result_, error_, callbacks_, dependents_
+  // state_ changes, result_, error_, callbacks_, dependents_, reachable_, prerequisites_ changes
+  mutable detail::TaskSpinLock lock_;
   // Two bits of one byte, so that the flag after them fits in the same eight bytes as the state
   // and the index.
   bool print_transitions_ : 1 = false;
   bool cancel_on_exception_ : 1 = false;
-  // Set once the task is anyone's prerequisite: require() skips its cycle walk while it is false.
-  // (An atomic, not dependents_ itself, so require() need not take lock_ to look.)
-  std::atomic<bool> has_dependents_{false};
+  // Set (under lock_, never cleared) once a graph walk may read prerequisites_: the task is
+  // someone's prerequisite, or a make() or to_dot() started from it. While it is false, no path
+  // leads back to this task, so require() can close no cycle: it adds the edge under lock_ alone,
+  // with no graph mutex and no cycle walk (src/graph/task.cpp has the argument).
+  std::atomic<bool> reachable_{false};
   std::uint32_t index_ = 0;  // graph walks: this task's position in the walk
   std::uint64_t mark_ = 0;   // graph walks: visited in walk number mark_
-  // Guarded by the process-wide graph mutex (src/graph/task.cpp), as are index_ and mark_.
+  // Changed under lock_, and once reachable_ under the process-wide graph mutex too; graph walks
+  // (which hold that mutex, as they do for index_ and mark_) read it without lock_.
   detail::SmallVector<TaskPtr, 2> prerequisites_;
   std::function<std::any()> function_;
   std::any result_;
@@ -399,8 +408,7 @@ class Task : public std::enable_shared_from_this<Task> {
   std::unique_ptr<std::vector<std::function<void(Task&)>>> callbacks_;  // lock_; most have none
   std::unique_ptr<Extras> extras_;
   std::string name_;
-  detail::SmallVector<std::weak_ptr<Task>, 2>
-      dependents_;  // lock_ (inside the graph mutex, if both)
+  detail::SmallVector<std::weak_ptr<Task>, 2> dependents_;  // lock_
 };
 
 // `Task("t2", state=DONE)`

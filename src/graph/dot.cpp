@@ -107,7 +107,9 @@ std::string to_dot(const std::vector<TaskPtr>& tasks) {
   std::vector<Task*> order;
   std::vector<Task*> stack;
   for (auto it = tasks.rbegin(); it != tasks.rend(); ++it) {
-    if (*it) stack.push_back(it->get());
+    if (!*it) continue;
+    Runtime::make_reachable(**it);  // its prerequisites_ change only under the mutex from now on
+    stack.push_back(it->get());
   }
   while (!stack.empty()) {
     Task* t = stack.back();

@@ -260,6 +260,7 @@ class Run : public std::enable_shared_from_this<Run> {
     };
     for (const auto& t : requested_) {
       if (!t) throw std::invalid_argument("strand::make: a task is null");
+      Runtime::make_reachable(*t);  // its prerequisites_ change only under the mutex from now on
       visit(t.get());
     }
     constexpr std::size_t kLookahead = 16;

@@ -13,8 +13,12 @@
 namespace strand::detail {
 
 struct TaskRuntime {
-  // Guards every task's prerequisites_, dependents_, mark_ and index_: the shape of all graphs.
+  // Held by every graph walk, and by require() once its task is reachable_ (see task.cpp): guards
+  // every task's mark_ and index_, and orders the walks against the edges added meanwhile.
   static std::mutex& graph_mutex() noexcept;
+  // Sets reachable_ on a task a walk starts from (call before reading its prerequisites_): any
+  // require() on it from now on takes the graph mutex, so the walk reads a list no one changes.
+  static void make_reachable(Task& task) noexcept;
   // A fresh number for a graph walk (call with graph_mutex held): a task is visited iff mark_ ==
   // it.
   static std::uint64_t next_mark() noexcept;

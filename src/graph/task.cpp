@@ -272,46 +272,71 @@ Task::~Task() {
   releasing = nullptr;
 }
 
+// require() without the graph mutex, and why no cycle can slip through:
+// - Every require() first marks `other` reachable_ (under other's lock_), then looks at this
+//   task's flag under this task's lock_ and, while it is still false, adds the edge in that same
+//   critical section. Such a "fast" edge closes no cycle: a cycle through it would need an edge
+//   into this task, and the require() adding that one would have marked this task first.
+// - A task found reachable takes the slow path: the graph mutex, a walk from `other` looking for
+//   this task, then the edge (under the mutex and lock_).
+// - Suppose a cycle formed anyway, and take the slow edge pushed last (all-fast cycles are
+//   impossible: each fast push precedes the mark of its task, which precedes the push of the edge
+//   into it, around the cycle and back to itself). Every other edge of the cycle was pushed before
+//   that walk: the slow ones under the mutex before it, the fast ones before the first mark of
+//   their task, which precedes the push of the edge into it, and so on back to a slow edge, or to
+//   the walk's own mark of its start. So the walk saw the whole path back and threw.
+// - Graph walks (make(), to_dot(), this one) hold the mutex and read prerequisites_ without locks:
+//   a task they reach is reachable_, so no fast push can change it under them, and the chain of
+//   locks above orders its earlier fast pushes before their read.
 Task& Task::require(TaskPtr other) {
   if (!other) throw std::invalid_argument("strand: task \"" + name_ + "\" cannot require null");
-  std::lock_guard lock(Runtime::graph_mutex());
   if (other.get() == this) throw CycleError({name_, name_});
-  // A cycle needs a path of prerequisites from `other` back to this task, so this task would have
-  // to be someone's prerequisite already: a fresh task (then(), most require()s) skips the walk.
-  // A dependent added by a then() on another thread at this moment cannot matter: that new task
-  // is nobody's prerequisite, so no path from `other` leads through it to this task. Any other
-  // dependent was added under the graph mutex, which this thread holds now.
-  if (has_dependents_.load(std::memory_order_acquire)) {
-    const auto mark = Runtime::next_mark();
-    std::unordered_map<Task*, Task*> reached_from;  // for naming the cycle
-    std::vector<Task*> stack{other.get()};
-    other->mark_ = mark;
-    while (!stack.empty()) {
-      Task* t = stack.back();
-      stack.pop_back();
-      if (t == this) {
-        std::vector<std::string> cycle{name_};
-        std::vector<std::string> path;
-        for (Task* at = this; at != other.get(); at = reached_from.at(at)) {
-          path.push_back(at->name_);
-        }
-        path.push_back(other->name_);
-        cycle.insert(cycle.end(), path.rbegin(), path.rend());
-        throw CycleError(std::move(cycle));
-      }
-      for (std::size_t i = 0; i < t->prerequisites_.size(); ++i) {
-        const TaskPtr& p = t->prerequisites_[i];
-        if (p->mark_ == mark) continue;
-        p->mark_ = mark;
-        reached_from[p.get()] = t;
-        stack.push_back(p.get());
-      }
+  Task& prerequisite = *other;
+  prerequisite.add_dependent(weak_from_this());  // marks it reachable_: before the look below
+  {
+    std::lock_guard lock(lock_);
+    if (!reachable_.load(std::memory_order_relaxed)) {
+      prerequisites_.push_back(std::move(other));
+      return *this;
     }
   }
-  Task& prerequisite = *other;
-  prerequisites_.push_back(std::move(other));
-  prerequisite.add_dependent(weak_from_this());
+  const TaskPtr keep = other;  // `prerequisite` outlives a push that throws (rare path: a copy)
+  try {
+    std::lock_guard graph(Runtime::graph_mutex());
+    throw_if_reached_from(prerequisite);
+    std::lock_guard lock(lock_);
+    prerequisites_.push_back(std::move(other));
+  } catch (...) {
+    prerequisite.remove_dependent(*this);
+    throw;
+  }
   return *this;
+}
+
+void Task::throw_if_reached_from(Task& other) {
+  const auto mark = Runtime::next_mark();
+  std::unordered_map<Task*, Task*> reached_from;  // for naming the cycle
+  std::vector<Task*> stack{&other};
+  other.mark_ = mark;
+  while (!stack.empty()) {
+    Task* t = stack.back();
+    stack.pop_back();
+    if (t == this) {
+      std::vector<std::string> cycle{name_};
+      std::vector<std::string> path;
+      for (Task* at = this; at != &other; at = reached_from.at(at)) path.push_back(at->name_);
+      path.push_back(other.name_);
+      cycle.insert(cycle.end(), path.rbegin(), path.rend());
+      throw CycleError(std::move(cycle));
+    }
+    for (std::size_t i = 0; i < t->prerequisites_.size(); ++i) {
+      const TaskPtr& p = t->prerequisites_[i];
+      if (p->mark_ == mark) continue;
+      p->mark_ = mark;
+      reached_from[p.get()] = t;
+      stack.push_back(p.get());
+    }
+  }
 }
 
 void Task::require_fresh(TaskPtr other) {
@@ -328,11 +353,32 @@ void Task::add_dependent(std::weak_ptr<Task> dependent) {
     dependents_.erase_if([](const std::weak_ptr<Task>& d) { return d.expired(); });
   }
   dependents_.push_back(std::move(dependent));
-  has_dependents_.store(true, std::memory_order_release);
+  reachable_.store(true, std::memory_order_relaxed);
+}
+
+void Task::remove_dependent(const Task& dependent) {
+  std::lock_guard lock(lock_);
+  const auto gone = dependent.weak_from_this();
+  const auto same = [&](const std::weak_ptr<Task>& d) {
+    return !d.owner_before(gone) && !gone.owner_before(d);
+  };
+  for (std::size_t i = dependents_.size(); i-- > 0;) {
+    if (same(dependents_[i])) {  // the last one listed: the require() that just added it
+      auto all = dependents_.take();
+      all.erase(all.begin() + static_cast<std::ptrdiff_t>(i));
+      for (auto& d : all) dependents_.push_back(std::move(d));
+      return;
+    }
+  }
+}
+
+void detail::TaskRuntime::make_reachable(Task& task) noexcept {
+  std::lock_guard lock(task.lock_);
+  task.reachable_.store(true, std::memory_order_relaxed);
 }
 
 std::vector<TaskPtr> Task::prerequisites() const {
-  std::lock_guard lock(Runtime::graph_mutex());
+  std::lock_guard lock(lock_);  // every change to prerequisites_ holds it
   return prerequisites_.to_vector();
 }
 
@@ -349,14 +395,9 @@ namespace {
 
 // Throws BlockedError if a prerequisite is not DONE, then PENDING -> RUNNING (or TaskError).
 void claim_for_run(Task& task) {
-  {
-    std::lock_guard lock(Runtime::graph_mutex());
-    const auto& prerequisites = Runtime::prerequisites(task);
-    for (std::size_t i = 0; i < prerequisites.size(); ++i) {
-      const TaskPtr& p = prerequisites[i];
-      const auto state = p->state();
-      if (state != TaskState::done) throw BlockedError(task.name(), p->name(), state);
-    }
+  for (const TaskPtr& p : task.prerequisites()) {
+    const auto state = p->state();
+    if (state != TaskState::done) throw BlockedError(task.name(), p->name(), state);
   }
   if (!Runtime::apply_if(task, TaskState::pending, TaskEvent::dispatch)) {
     throw TaskError(task.name(), task.state(), TaskEvent::dispatch);
