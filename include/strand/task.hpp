@@ -194,10 +194,15 @@ class SmallVector {
 // contend) and keeps the task small.
 class TaskSpinLock {
  public:
-  void lock() noexcept;
+  // Inline: most takes find it free, and building a graph takes two a require().
+  void lock() noexcept {
+    if (!locked_.exchange(true, std::memory_order_acquire)) return;
+    wait_and_lock();
+  }
   void unlock() noexcept { locked_.store(false, std::memory_order_release); }
 
  private:
+  void wait_and_lock() noexcept;  // spins briefly, then yields to a descheduled holder
   std::atomic<bool> locked_{false};
 };
 }  // namespace detail

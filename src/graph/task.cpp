@@ -116,16 +116,17 @@ CycleError::CycleError(std::vector<std::string> cycle)
                 ": that would make a cycle " + join_cycle(cycle)),
       cycle_(std::move(cycle)) {}
 
-void detail::TaskSpinLock::lock() noexcept {
-  for (int spins = 0; locked_.exchange(true, std::memory_order_acquire); ++spins) {
+void detail::TaskSpinLock::wait_and_lock() noexcept {
+  int spins = 0;  // counted per look, so a holder that was descheduled gets the core soon
+  do {
     while (locked_.load(std::memory_order_relaxed)) {
-      if (spins < 64) {
+      if (++spins < 64) {
         cpu_relax();
       } else {
         std::this_thread::yield();  // the holder was descheduled: let it run
       }
     }
-  }
+  } while (locked_.exchange(true, std::memory_order_acquire));
 }
 
 // ---- the runtime's access ----
