@@ -400,8 +400,9 @@ class Task : public std::enable_shared_from_this<Task> {
   // Set (under lock_, never cleared) once a graph walk may read prerequisites_: the task is
   // someone's prerequisite, or a make() or to_dot() started from it. While it is false, no path
   // leads back to this task, so require() can close no cycle: it adds the edge under lock_ alone,
-  // with no graph mutex and no cycle walk (src/graph/task.cpp has the argument).
-  std::atomic<bool> reachable_{false};
+  // with no graph mutex and no cycle walk (src/graph/task.cpp has the argument). Read and written
+  // only under lock_, so a plain bool (its own byte: the bits above change without lock_).
+  bool reachable_ = false;
   std::uint32_t index_ = 0;  // graph walks: this task's position in the walk
   std::uint64_t mark_ = 0;   // graph walks: visited in walk number mark_
   // Changed under lock_, and once reachable_ under the process-wide graph mutex too; graph walks

@@ -296,7 +296,7 @@ Task& Task::require(TaskPtr other) {
   prerequisite.add_dependent(weak_from_this());  // marks it reachable_: before the look below
   {
     std::lock_guard lock(lock_);
-    if (!reachable_.load(std::memory_order_relaxed)) {
+    if (!reachable_) {
       prerequisites_.push_back(std::move(other));
       return *this;
     }
@@ -354,7 +354,7 @@ void Task::add_dependent(std::weak_ptr<Task> dependent) {
     dependents_.erase_if([](const std::weak_ptr<Task>& d) { return d.expired(); });
   }
   dependents_.push_back(std::move(dependent));
-  reachable_.store(true, std::memory_order_relaxed);
+  reachable_ = true;
 }
 
 void Task::remove_dependent(const Task& dependent) {
@@ -375,7 +375,7 @@ void Task::remove_dependent(const Task& dependent) {
 
 void detail::TaskRuntime::make_reachable(Task& task) noexcept {
   std::lock_guard lock(task.lock_);
-  task.reachable_.store(true, std::memory_order_relaxed);
+  task.reachable_ = true;
 }
 
 std::vector<TaskPtr> Task::prerequisites() const {
