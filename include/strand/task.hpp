@@ -388,8 +388,15 @@ class Task : public std::enable_shared_from_this<Task> {
   };
   Extras& extras();
 
-  // What running and finishing touch comes first: a task is a few cache lines, and a graph run
-  // visits each of them once or twice.
+  // The fields are laid out by cache line. Task::make puts a task in a 256-byte block aligned to
+  // 64 (src/graph/task_blocks.hpp), after the 16-byte count of its shared_ptr, and with the 16
+  // bytes of enable_shared_from_this first that leaves 48 here for the first line:
+  // - line 0: what every state change reads (state, lock, options) and a graph walk's bookkeeping;
+  // - line 1: what running a task touches (function, result, error);
+  // - lines 2-3: the edges, which building and walking the graph touch, and the name.
+  // make() prefetches lines 0 and 1 of a task about to run and line 2 of one about to be walked.
+
+  // ---- line 0 ----
   std::atomic<TaskState> state_{TaskState::pending};
   // state_ changes, result_, error_, callbacks_, dependents_, reachable_, prerequisites_ changes
   mutable detail::TaskSpinLock lock_;
@@ -405,16 +412,21 @@ class Task : public std::enable_shared_from_this<Task> {
   bool reachable_ = false;
   std::uint32_t index_ = 0;  // graph walks: this task's position in the walk
   std::uint64_t mark_ = 0;   // graph walks: visited in walk number mark_
-  // Changed under lock_, and once reachable_ under the process-wide graph mutex too; graph walks
-  // (which hold that mutex, as they do for index_ and mark_) read it without lock_.
-  detail::SmallVector<TaskPtr, 2> prerequisites_;
+  std::unique_ptr<Extras> extras_;
+  std::unique_ptr<std::vector<std::function<void(Task&)>>> callbacks_;  // lock_; most have none
+
+  // ---- line 1 ----
   std::function<std::any()> function_;
   std::any result_;
   std::exception_ptr error_;
-  std::unique_ptr<std::vector<std::function<void(Task&)>>> callbacks_;  // lock_; most have none
-  std::unique_ptr<Extras> extras_;
-  std::string name_;
+  [[maybe_unused]] std::uint64_t unused_ = 0;  // keeps prerequisites_ at the start of line 2
+
+  // ---- lines 2-3 ----
+  // Changed under lock_, and once reachable_ under the process-wide graph mutex too; graph walks
+  // (which hold that mutex, as they do for index_ and mark_) read it without lock_.
+  detail::SmallVector<TaskPtr, 2> prerequisites_;
   detail::SmallVector<std::weak_ptr<Task>, 2> dependents_;  // lock_
+  std::string name_;
 };
 
 // `Task("t2", state=DONE)`

@@ -280,8 +280,8 @@ class Run : public std::enable_shared_from_this<Run> {
           const auto& prerequisites = Runtime::prerequisites(t);
           for (std::size_t k = 0; k < prerequisites.size(); ++k) {
             Task* p = prerequisites[k].get();
-            __builtin_prefetch(p);
-            __builtin_prefetch(reinterpret_cast<const char*>(p) + 64);
+            __builtin_prefetch(p);  // its state and mark
+            __builtin_prefetch(Runtime::edges_address(p));
             met.emplace_back(p, i);
           }
           // On a chain the lookahead has nothing to look at: each task is found only by reading
@@ -293,8 +293,9 @@ class Run : public std::enable_shared_from_this<Run> {
             const auto here = reinterpret_cast<std::uintptr_t>(&t);
             const auto there = reinterpret_cast<std::uintptr_t>(prerequisites[0].get());
             const auto guess = there + (there - here) * kStrideAhead;
-            __builtin_prefetch(reinterpret_cast<const void*>(guess));
-            __builtin_prefetch(reinterpret_cast<const void*>(guess + 64));
+            const auto* task = reinterpret_cast<const Task*>(guess);
+            __builtin_prefetch(task);
+            __builtin_prefetch(Runtime::edges_address(task));
           }
         }
         if (met.size() - resolved > kLookahead) resolve_one();
@@ -446,7 +447,9 @@ class Run : public std::enable_shared_from_this<Run> {
     const Node& node = nodes_[i];
     for (std::uint32_t k = node.first_successor; k < node.end_successor; ++k) {
       const Task* t = nodes_[successors_[k]].task;
-      __builtin_prefetch(t, 1);  // for writing: its lock and state are taken next
+      // For writing: its lock and state are taken next, then its function runs and its result is
+      // stored (Task's lines 0 and 1).
+      __builtin_prefetch(t, 1);
       __builtin_prefetch(reinterpret_cast<const char*>(t) + 64, 1);
     }
   }

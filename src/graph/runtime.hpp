@@ -35,6 +35,8 @@ struct TaskRuntime {
   static bool settle_from_prerequisite(Task& task, const Task& culprit, TaskState culprit_state);
 
   static SmallVector<TaskPtr, 2>& prerequisites(Task& task) noexcept { return task.prerequisites_; }
+  // Where a graph walk reads a task's edges (for a prefetch: it need not be a live task).
+  static const void* edges_address(const Task* task) noexcept { return &task->prerequisites_; }
   static std::uint64_t& mark(Task& task) noexcept { return task.mark_; }
   static std::uint32_t& index(Task& task) noexcept { return task.index_; }
 };

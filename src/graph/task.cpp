@@ -13,6 +13,7 @@
 #include "../core/cpu_relax.hpp"
 #include "runtime.hpp"
 #include "strand/promise.hpp"
+#include "task_blocks.hpp"
 
 namespace strand {
 namespace {
@@ -247,8 +248,13 @@ Task::Extras& Task::extras() {
   return *extras_;
 }
 
+// Task's fields are laid out for a 256-byte block with libstdc++'s 16-byte count before it.
+static_assert(sizeof(Task) + 16 <= detail::TaskBlocks::kBlockSize,
+              "strand::Task outgrew its block: see the layout notes in task.hpp");
+
 TaskPtr Task::make(std::string name, TaskOptions options) {
-  return std::make_shared<Task>(Private{}, std::move(name), options);
+  return std::allocate_shared<Task>(detail::TaskBlockAllocator<Task>(), Private{}, std::move(name),
+                                    options);
 }
 
 Task::~Task() {
