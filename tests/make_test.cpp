@@ -363,6 +363,40 @@ TEST(MakeOnPool, AShutDownPoolFailsTheTask) {
   EXPECT_EQ(failure_of(t1), "strand: cannot submit to strand pool: it has been shut down");
 }
 
+// The tasks ready at the start go to the pool as one job that splits their list in halves; when
+// the pool refuses that job, each of them fails as a single post would, and so do their dependents.
+TEST(MakeOnPool, AShutDownPoolFailsEveryReadyTaskAndTheirDependents) {
+  ThreadPool pool(1);
+  pool.shutdown();
+  auto a = Task::make("a", [] {});
+  auto b = Task::make("b", [] {});
+  auto c = Task::make("c", [] {});
+  c->require(a).require(b);
+  EXPECT_EQ(names(make_now({c}, {.executor = &pool})), (std::vector<std::string>{"c"}));
+  const std::string refused = "strand: cannot submit to strand pool: it has been shut down";
+  EXPECT_EQ(failure_of(a), refused);
+  EXPECT_EQ(failure_of(b), refused);
+  // The reason names whichever prerequisite failed first, and describes its error.
+  const std::string reason = ": strand::ExecutorShutDown: " + refused;
+  const std::string first = failure_of(c);
+  EXPECT_TRUE(first == "strand: task \"c\" failed: prerequisite \"a\" failed" + reason ||
+              first == "strand: task \"c\" failed: prerequisite \"b\" failed" + reason)
+      << first;
+}
+
+// 1,000 tasks ready at once, spread over the pool by halving: each runs exactly once.
+TEST(MakeOnPool, ManyReadyTasksEachRunOnce) {
+  ThreadPool pool(2);
+  std::atomic<int> runs{0};
+  auto sink = Task::make("sink", [] {});
+  for (int i = 0; i < 1'000; ++i) {
+    sink->require(Task::make("source", [&runs] { runs.fetch_add(1, std::memory_order_relaxed); }));
+  }
+  EXPECT_EQ(names(make_now({sink}, {.executor = &pool})), (std::vector<std::string>{"sink"}));
+  EXPECT_EQ(runs.load(), 1'000);
+  for (const auto& p : sink->prerequisites()) EXPECT_EQ(p->state(), TaskState::done);
+}
+
 TEST(MakeLater, ReturnsAHandleToTheList) {
   auto t1 = Task::make("t1", [] { return 1; });
   auto t2 = t1->then("t2", [] { return 2; });

@@ -146,17 +146,18 @@ class Run : public std::enable_shared_from_this<Run> {
     }
   }
 
-  // Settles every task with no unfinished prerequisite: dispatches (pool) or readies it.
+  // Settles every task with no unfinished prerequisite (collect() listed them in sources_):
+  // dispatches (pool) or readies it.
   void start() {
-    std::vector<std::uint32_t> work;
-    for (std::uint32_t i = size_; i-- > 0;) {
-      if (nodes_[i].unfinished.load(std::memory_order_relaxed) == 0) work.push_back(i);
-    }
     if (pool_ == nullptr) {
-      ready_ = std::move(work);  // the lowest index (first requested) on top
-    } else {
-      drain(work, /*may_run_inline=*/false, nullptr);
+      ready_.assign(sources_.rbegin(),
+                    sources_.rend());  // the lowest index (first requested) on top
+      return;
     }
+    // One job takes them all and splits the list in halves as it goes, each half a job of its
+    // own: this thread posts once, instead of once per ready task while the workers take them
+    // (1,000 posts took 0.2 to 2 ms on this VM).
+    post_spread(0, static_cast<std::uint32_t>(sources_.size()));
   }
 
   // Without an executor: runs one ready task (or settles it without running) and returns true;
@@ -332,6 +333,7 @@ class Run : public std::enable_shared_from_this<Run> {
       node.failed_by.store(kNone, std::memory_order_relaxed);
       node.cancelled_by.store(kNone, std::memory_order_relaxed);
       node.first_successor = node.end_successor = offsets[i];
+      if (unfinished[i] == 0) sources_.push_back(i);  // start() settles these first
     }
     auto& successors = scratch_->successors;
     successors.resize(edges.size());
@@ -424,7 +426,7 @@ class Run : public std::enable_shared_from_this<Run> {
   // A pool job: runs node i, then whatever that makes ready, one task inline at a time; the rest
   // goes to the pool.
   void job(std::uint32_t i) {
-    static thread_local std::vector<std::uint32_t> work;
+    auto& work = thread_work();
     std::uint32_t next = kNone;
     if (Runtime::apply_if(task(i), TaskState::queued, TaskEvent::dispatch)) {
       next = i;
@@ -432,6 +434,36 @@ class Run : public std::enable_shared_from_this<Run> {
       settle(i, true, &next, work);  // cancelled while queued, most likely
       drain(work, true, &next);
     }
+    run_inline(next, work);
+  }
+
+  // A pool job for sources_[begin, end): posts the upper half as a job until one source is left,
+  // then settles that one here (running it, and what it makes ready, inline).
+  void spread(std::uint32_t begin, std::uint32_t end) {
+    while (end - begin > 1) {
+      const std::uint32_t middle = begin + (end - begin) / 2;
+      post_spread(middle, end);
+      end = middle;
+    }
+    if (begin == end) return;
+    auto& work = thread_work();
+    std::uint32_t next = kNone;
+    settle(sources_[begin], true, &next, work);
+    drain(work, true, &next);
+    run_inline(next, work);
+  }
+
+  void post_spread(std::uint32_t begin, std::uint32_t end) {
+    try {
+      group_->run([this, begin, end] { spread(begin, end); });
+    } catch (...) {  // the pool is shut down: each fails as its own post does (see post)
+      std::vector<std::uint32_t> work(sources_.begin() + begin, sources_.begin() + end);
+      drain(work, /*may_run_inline=*/false, nullptr);
+    }
+  }
+
+  // Runs `next` (claimed, RUNNING), then whatever that makes ready, one task at a time.
+  void run_inline(std::uint32_t next, std::vector<std::uint32_t>& work) {
     while (next != kNone) {
       const std::uint32_t current = std::exchange(next, kNone);
       prefetch_successors(current);
@@ -441,6 +473,12 @@ class Run : public std::enable_shared_from_this<Run> {
     }
   }
 
+  // Where a pool thread lists the successors a task made ready (empty between jobs).
+  static std::vector<std::uint32_t>& thread_work() {
+    static thread_local std::vector<std::uint32_t> work;
+    return work;
+  }
+
   // The successors' tasks are touched right after this one finishes: start loading them now, so
   // their cache misses overlap this task's run instead of following it.
   void prefetch_successors(std::uint32_t i) const noexcept {
@@ -448,7 +486,7 @@ class Run : public std::enable_shared_from_this<Run> {
     for (std::uint32_t k = node.first_successor; k < node.end_successor; ++k) {
       const Task* t = nodes_[successors_[k]].task;
       // For writing: its lock and state are taken next, then its function runs and its result is
-      // stored (Task's lines 0 and 1).
+      // stored.
       __builtin_prefetch(t, 1);
       __builtin_prefetch(reinterpret_cast<const char*>(t) + 64, 1);
     }
@@ -559,7 +597,8 @@ class Run : public std::enable_shared_from_this<Run> {
   std::atomic<bool> stopping_{false};
   std::atomic<std::uint32_t> foreign_waits_{0};  // notify()s on others' tasks not yet called
 
-  std::vector<std::uint32_t> ready_;  // no executor: settled-ready, not yet claimed
+  std::vector<std::uint32_t> ready_;    // no executor: settled-ready, not yet claimed
+  std::vector<std::uint32_t> sources_;  // no prerequisite in the run: settled first
 
   std::mutex mutex_;
   std::condition_variable changed_;
