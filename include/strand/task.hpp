@@ -394,7 +394,8 @@ class Task : public std::enable_shared_from_this<Task> {
   // - line 0: what every state change reads (state, lock, options) and a graph walk's bookkeeping;
   // - line 1: what running a task touches (function, result, error);
   // - lines 2-3: the edges, which building and walking the graph touch, and the name.
-  // make() prefetches lines 0 and 1 of a task about to run and line 2 of one about to be walked.
+  // make() prefetches lines 0 and 1 of a task about to run, and lines 0 and 2 of one about to be
+  // walked.
 
   // ---- line 0 ----
   std::atomic<TaskState> state_{TaskState::pending};

@@ -150,8 +150,8 @@ class Run : public std::enable_shared_from_this<Run> {
   // dispatches (pool) or readies it.
   void start() {
     if (pool_ == nullptr) {
-      ready_.assign(sources_.rbegin(),
-                    sources_.rend());  // the lowest index (first requested) on top
+      // The lowest index (the first task requested) on top.
+      ready_.assign(sources_.rbegin(), sources_.rend());
       return;
     }
     // One job takes them all and splits the list in halves as it goes, each half a job of its

@@ -1,7 +1,7 @@
 // Where Task::make puts its tasks (not installed; src/graph/ only): fixed-size blocks carved in
 // address order from 64 KiB slabs, and slabs kept for reuse once every block in them is freed.
 //
-// Why not malloc: a graph of 100,000 tasks is 28 MB of small blocks. glibc hands most of that back
+// Why not malloc: a graph of 100,000 tasks is 26 MB of small blocks. glibc hands most of that back
 // to the kernel when the graph dies (it trims the top of its heap), so the next graph of that size
 // takes a page fault per 4 KiB again, and malloc and free cost some 40 ns a task on top. That was
 // most of the time to build a graph: Task::make took 7 ms of a 100,000-task layered graph's 11 ms
@@ -13,9 +13,14 @@
 // another neighbouring addresses, as a fresh heap does.
 //
 // Any thread may free a block; the slab's count of blocks not yet freed is atomic. A slab whose
-// count reaches zero goes to a process-wide list of spare slabs (a mutex, taken once per slab),
-// which keeps at most kMaxSpareBytes; beyond that, slabs go back to the heap. Under
-// AddressSanitizer tasks come from the heap instead, so that it still sees a use after free.
+// count reaches zero goes to a process-wide list of spare slabs (a mutex, taken once per slab).
+// At most kMaxSpareBytes of them stay in memory; the rest are handed back to the kernel
+// (MADV_DONTNEED) but stay mapped, for reuse before any new region is mapped. A slab with one
+// live task in it stays whole: the price of carving. Under AddressSanitizer tasks come from the
+// heap instead, so that it still sees a use after free.
+//
+// A thread that exits gives up the rest of its slab (a thread_local's destructor); a task made by
+// another thread_local's destructor after that one ran would be undefined behaviour.
 #pragma once
 
 #include <cstddef>
@@ -26,8 +31,8 @@ namespace strand::detail {
 
 class TaskBlocks {
  public:
-  // Big enough for a Task and its shared_ptr control block, with room to grow; a multiple of the
-  // cache line, so that a task's first line holds its state, lock and prerequisites.
+  // A Task and its shared_ptr control block (240 + 16 bytes); a multiple of the cache line, so
+  // that Task's fields can be laid out by line (task.hpp).
   static constexpr std::size_t kBlockSize = 256;
   static constexpr std::size_t kBlockAlign = 64;
   static constexpr std::size_t kSlabSize = std::size_t{64} << 10;
